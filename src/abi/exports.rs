@@ -1,0 +1,96 @@
+//! The exported vendor symbols, with the vendor's exact C signatures (SPEC §2–3).
+//!
+//! Each export spells its signature, builds a [`Call`] and hands off to the pipeline; the
+//! `const _` lines prove at compile time that the export and the resolver agree on the type.
+#![allow(non_snake_case)]
+
+use std::ffi::{c_int, c_void};
+
+use super::types::{AclError, Api, Call, HcclResult};
+use crate::intercept;
+use crate::real::{self, AclrtMemcpyAsyncFn, HcclMemcpyAsyncFn};
+
+/// `aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count,
+/// aclrtMemcpyKind kind, aclrtStream stream)`
+///
+/// # Safety
+/// Same contract as the vendor function; the shim itself never dereferences the pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn aclrtMemcpyAsync(
+    dst: *mut c_void,
+    destMax: usize,
+    src: *const c_void,
+    count: usize,
+    kind: c_int,
+    stream: *mut c_void,
+) -> AclError {
+    let call = Call {
+        dst: dst as usize,
+        src: src as usize,
+        dest_max: destMax as u64,
+        count: count as u64,
+        kind,
+        stream: stream as usize,
+        ..Call::new(Api::Acl)
+    };
+    intercept::call(call, || match real::acl_memcpy_async() {
+        // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
+        Some(f) => unsafe { f(dst, destMax, src, count, kind, stream) },
+        None => real::ACL.missing_code,
+    })
+}
+
+const _: AclrtMemcpyAsyncFn = aclrtMemcpyAsync;
+
+/// `HcclResult HcclMemcpyAsync(HcclDispatcher dispatcherPtr, void *dst, const uint64_t
+/// destMax, const void *src, const uint64_t count, const HcclRtMemcpyKind kind,
+/// hccl::Stream &stream, const u32 remoteUserRank, hccl::LinkType linkType)` — declared
+/// inside `extern "C"`; the reference is a pointer and both enums are `int` in the ABI.
+///
+/// # Safety
+/// Same contract as the vendor function; the shim never dereferences the pointers, not
+/// even the `hccl::Stream` reference.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn HcclMemcpyAsync(
+    dispatcherPtr: *mut c_void,
+    dst: *mut c_void,
+    destMax: u64,
+    src: *const c_void,
+    count: u64,
+    kind: c_int,
+    stream: *mut c_void,
+    remoteUserRank: u32,
+    linkType: c_int,
+) -> HcclResult {
+    let call = Call {
+        dst: dst as usize,
+        src: src as usize,
+        dest_max: destMax,
+        count,
+        kind,
+        stream: stream as usize,
+        dispatcher: dispatcherPtr as usize,
+        remote_rank: remoteUserRank,
+        link: linkType,
+        ..Call::new(Api::Hccl)
+    };
+    intercept::call(call, || match real::hccl_memcpy_async() {
+        // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
+        Some(f) => unsafe {
+            f(
+                dispatcherPtr,
+                dst,
+                destMax,
+                src,
+                count,
+                kind,
+                stream,
+                remoteUserRank,
+                linkType,
+            )
+        },
+        None => real::HCCL.missing_code,
+    })
+}
+
+const _: HcclMemcpyAsyncFn = HcclMemcpyAsync;

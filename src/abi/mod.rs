@@ -1,0 +1,5 @@
+//! The C boundary: vendor types, the two exported vendor functions, the control API.
+
+pub mod control;
+pub mod exports;
+pub mod types;

@@ -1,0 +1,272 @@
+//! Vendor types at the C boundary (SPEC §3): raw integers in, typed values out.
+//!
+//! Every enum the vendor passes as `int` is decoded here with an `Unknown(i32)` arm, so a
+//! value outside the documented range is data, never undefined behaviour. This module knows
+//! nothing of globals, the environment or the pipeline.
+
+use std::ffi::c_int;
+
+/// `aclError`: `int`, 0 on success.
+pub type AclError = c_int;
+/// `HcclResult`: a C enum, `int` in the ABI.
+pub type HcclResult = c_int;
+
+pub const ACL_SUCCESS: AclError = 0;
+pub const ACL_ERROR_INVALID_PARAM: AclError = 100_000;
+pub const ACL_ERROR_RT_PARAM_INVALID: AclError = 107_000;
+pub const ACL_ERROR_RT_ADDR_UNALIGNED: AclError = 107_008;
+pub const ACL_ERROR_API_NOT_SUPPORT: AclError = 200_001;
+pub const ACL_ERROR_RT_FEATURE_NOT_SUPPORT: AclError = 207_000;
+pub const ACL_ERROR_RT_INTERNAL_ERROR: AclError = 507_000;
+
+pub const HCCL_SUCCESS: HcclResult = 0;
+pub const HCCL_E_PARA: HcclResult = 1;
+pub const HCCL_E_PTR: HcclResult = 2;
+pub const HCCL_E_NOT_SUPPORT: HcclResult = 5;
+pub const HCCL_E_RUNTIME: HcclResult = 15;
+
+/// Every `aclError` name of SPEC §3 with its value.
+pub const ACL_ERROR_NAMES: &[(&str, i32)] = &[
+    ("ACL_SUCCESS", 0),
+    ("ACL_ERROR_INVALID_PARAM", 100_000),
+    ("ACL_ERROR_UNINITIALIZE", 100_001),
+    ("ACL_ERROR_API_NOT_SUPPORT", 200_001),
+    ("ACL_ERROR_RT_PARAM_INVALID", 107_000),
+    ("ACL_ERROR_RT_CONTEXT_NULL", 107_002),
+    ("ACL_ERROR_RT_STREAM_CONTEXT", 107_003),
+    ("ACL_ERROR_RT_ADDR_UNALIGNED", 107_008),
+    ("ACL_ERROR_RT_FEATURE_NOT_SUPPORT", 207_000),
+    ("ACL_ERROR_RT_MEMORY_ALLOCATION", 207_001),
+    ("ACL_ERROR_RT_INTERNAL_ERROR", 507_000),
+    ("ACL_ERROR_RT_SYS_DMA", 507_013),
+    ("ACL_ERROR_RT_STREAM_SYNC_TIMEOUT", 507_046),
+    ("ACL_ERROR_RT_DEVICE_MEM_ERROR", 507_053),
+    ("ACL_ERROR_RT_DRV_INTERNAL_ERROR", 507_899),
+];
+
+/// Every `HcclResult` name of SPEC §3, indexed by value.
+pub const HCCL_RESULT_NAMES: &[&str] = &[
+    "HCCL_SUCCESS",
+    "HCCL_E_PARA",
+    "HCCL_E_PTR",
+    "HCCL_E_MEMORY",
+    "HCCL_E_INTERNAL",
+    "HCCL_E_NOT_SUPPORT",
+    "HCCL_E_NOT_FOUND",
+    "HCCL_E_UNAVAIL",
+    "HCCL_E_SYSCALL",
+    "HCCL_E_TIMEOUT",
+    "HCCL_E_OPEN_FILE_FAILURE",
+    "HCCL_E_TCP_CONNECT",
+    "HCCL_E_ROCE_CONNECT",
+    "HCCL_E_TCP_TRANSFER",
+    "HCCL_E_ROCE_TRANSFER",
+    "HCCL_E_RUNTIME",
+    "HCCL_E_DRV",
+    "HCCL_E_PROFILING",
+    "HCCL_E_CCE",
+    "HCCL_E_NETWORK",
+    "HCCL_E_AGAIN",
+    "HCCL_E_REMOTE",
+    "HCCL_E_SUSPENDING",
+];
+
+/// Looks up an error code by its SPEC §3 name (`ACL_ERROR_…` or `HCCL_…`).
+pub fn code_by_name(name: &str) -> Option<i32> {
+    if let Some(&(_, v)) = ACL_ERROR_NAMES.iter().find(|(n, _)| *n == name) {
+        return Some(v);
+    }
+    HCCL_RESULT_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as i32)
+}
+
+/// Which of the two hooked APIs a call belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Api {
+    /// `aclrtMemcpyAsync` (AscendCL runtime).
+    Acl = 0,
+    /// `HcclMemcpyAsync` (HCCL dispatcher).
+    Hccl = 1,
+}
+
+impl Api {
+    /// The exported symbol name, also the trace event name.
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            Api::Acl => "aclrtMemcpyAsync",
+            Api::Hccl => "HcclMemcpyAsync",
+        }
+    }
+
+    /// The trace category.
+    pub const fn category(self) -> &'static str {
+        match self {
+            Api::Acl => "acl",
+            Api::Hccl => "hccl",
+        }
+    }
+}
+
+/// Names of `aclrtMemcpyKind` 0–7, without the `ACL_MEMCPY_` prefix.
+pub const ACL_KIND_NAMES: &[&str] = &[
+    "HOST_TO_HOST",
+    "HOST_TO_DEVICE",
+    "DEVICE_TO_HOST",
+    "DEVICE_TO_DEVICE",
+    "DEFAULT",
+    "HOST_TO_BUF_TO_DEVICE",
+    "INNER_DEVICE_TO_DEVICE",
+    "INTER_DEVICE_TO_DEVICE",
+];
+
+/// Names of `HcclRtMemcpyKind` 0–5 (4 is *not* DEFAULT here).
+pub const HCCL_KIND_NAMES: &[&str] = &[
+    "HOST_TO_HOST",
+    "HOST_TO_DEVICE",
+    "DEVICE_TO_HOST",
+    "DEVICE_TO_DEVICE",
+    "ADDR_DEVICE_TO_DEVICE",
+    "RESERVED",
+];
+
+/// A copy kind as the program passed it: its documented name, or the raw value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Named(&'static str),
+    Unknown(i32),
+}
+
+/// Decodes a raw kind of `api`.
+pub fn decode_kind(api: Api, raw: i32) -> Kind {
+    let names = match api {
+        Api::Acl => ACL_KIND_NAMES,
+        Api::Hccl => HCCL_KIND_NAMES,
+    };
+    match usize::try_from(raw).ok().and_then(|i| names.get(i)) {
+        Some(name) => Kind::Named(name),
+        None => Kind::Unknown(raw),
+    }
+}
+
+/// Looks up a kind by name (with or without its vendor prefix) for `api`.
+pub fn kind_by_name(api: Api, name: &str) -> Option<i32> {
+    let bare = name
+        .strip_prefix("ACL_MEMCPY_")
+        .or_else(|| name.strip_prefix("HCCL_RT_MEMCPY_KIND_"))
+        .unwrap_or(name);
+    let names = match api {
+        Api::Acl => ACL_KIND_NAMES,
+        Api::Hccl => HCCL_KIND_NAMES,
+    };
+    names.iter().position(|n| *n == bare).map(|i| i as i32)
+}
+
+/// Names of `hccl::LinkType` 0–7; 255 is `RESERVED`.
+pub const LINK_NAMES: &[&str] = &[
+    "ONCHIP",
+    "HCCS",
+    "PCIE",
+    "ROCE",
+    "SIO",
+    "HCCS_SW",
+    "STANDARD_ROCE",
+    "UB",
+];
+
+/// Decodes an `hccl::LinkType`.
+pub fn decode_link(raw: i32) -> Kind {
+    if raw == 255 {
+        return Kind::Named("RESERVED");
+    }
+    match usize::try_from(raw).ok().and_then(|i| LINK_NAMES.get(i)) {
+        Some(name) => Kind::Named(name),
+        None => Kind::Unknown(raw),
+    }
+}
+
+/// Looks up a link type by name (with or without the `LINK_` prefix).
+pub fn link_by_name(name: &str) -> Option<i32> {
+    let bare = name.strip_prefix("LINK_").unwrap_or(name);
+    if bare == "RESERVED" {
+        return Some(255);
+    }
+    LINK_NAMES.iter().position(|n| *n == bare).map(|i| i as i32)
+}
+
+/// The arguments of one intercepted call, API-neutral, as plain integers.
+///
+/// Pointers are kept as addresses: the shim never dereferences what the program passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub api: Api,
+    pub dst: usize,
+    pub src: usize,
+    pub dest_max: u64,
+    pub count: u64,
+    /// `aclrtMemcpyKind` or `HcclRtMemcpyKind`, raw.
+    pub kind: i32,
+    /// `aclrtStream`, or for HCCL the address of the `hccl::Stream` object.
+    pub stream: usize,
+    /// HCCL only (0 for ACL).
+    pub dispatcher: usize,
+    /// HCCL only (0 for ACL).
+    pub remote_rank: u32,
+    /// HCCL only (0 for ACL): `hccl::LinkType`, raw.
+    pub link: i32,
+    /// 0 for a call made by the program, 1 for one made inside another intercepted call.
+    pub depth: u32,
+}
+
+impl Call {
+    /// A blank call of `api`, for building in tests.
+    pub const fn new(api: Api) -> Self {
+        Call {
+            api,
+            dst: 0,
+            src: 0,
+            dest_max: 0,
+            count: 0,
+            kind: 0,
+            stream: 0,
+            dispatcher: 0,
+            remote_rank: 0,
+            link: 0,
+            depth: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_decode_with_unknown_arm() {
+        assert_eq!(decode_kind(Api::Acl, 1), Kind::Named("HOST_TO_DEVICE"));
+        assert_eq!(decode_kind(Api::Acl, 4), Kind::Named("DEFAULT"));
+        assert_eq!(
+            decode_kind(Api::Hccl, 4),
+            Kind::Named("ADDR_DEVICE_TO_DEVICE")
+        );
+        assert_eq!(decode_kind(Api::Acl, 8), Kind::Unknown(8));
+        assert_eq!(decode_kind(Api::Acl, -1), Kind::Unknown(-1));
+        assert_eq!(decode_kind(Api::Hccl, 6), Kind::Unknown(6));
+        assert_eq!(decode_link(255), Kind::Named("RESERVED"));
+        assert_eq!(decode_link(8), Kind::Unknown(8));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(code_by_name("ACL_ERROR_RT_DEVICE_MEM_ERROR"), Some(507_053));
+        assert_eq!(code_by_name("HCCL_E_RUNTIME"), Some(15));
+        assert_eq!(code_by_name("HCCL_E_SUSPENDING"), Some(22));
+        assert_eq!(code_by_name("nope"), None);
+        assert_eq!(kind_by_name(Api::Acl, "ACL_MEMCPY_DEVICE_TO_HOST"), Some(2));
+        assert_eq!(kind_by_name(Api::Hccl, "ADDR_DEVICE_TO_DEVICE"), Some(4));
+        assert_eq!(link_by_name("LINK_HCCS"), Some(1));
+        assert_eq!(link_by_name("RESERVED"), Some(255));
+    }
+}

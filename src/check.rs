@@ -1,0 +1,568 @@
+//! Argument checks of SPEC §4: pure functions of a call's arguments and the configuration.
+//!
+//! Owns the rules table (names, classes, strict codes) and the `NPUSHIM_CHECK` grammar. Knows
+//! nothing of FFI, globals or the environment, and never dereferences an address: a call is
+//! judged on its integers alone.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::abi::types::{
+    ACL_ERROR_INVALID_PARAM, ACL_ERROR_RT_ADDR_UNALIGNED, ACL_ERROR_RT_FEATURE_NOT_SUPPORT,
+    ACL_ERROR_RT_PARAM_INVALID, Api, Call, HCCL_E_PARA, HCCL_E_PTR,
+};
+
+/// One rule of SPEC §4, in table order (which follows the runtime's own order of checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Rule {
+    Null = 0,
+    Kind = 1,
+    Size = 2,
+    Align = 3,
+    H2h = 4,
+    Overlap = 5,
+    Link = 6,
+}
+
+/// Every rule, in table order.
+pub const RULES: [Rule; 7] = [
+    Rule::Null,
+    Rule::Kind,
+    Rule::Size,
+    Rule::Align,
+    Rule::H2h,
+    Rule::Overlap,
+    Rule::Link,
+];
+
+/// Required alignment of `src` and `dst` for `aclrtMemcpyAsync` (seed document: all models).
+pub const ALIGN: usize = 64;
+
+impl Rule {
+    /// The rule's name, as used in `NPUSHIM_CHECK`, the trace and diagnostics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rule::Null => "null",
+            Rule::Kind => "kind",
+            Rule::Size => "size",
+            Rule::Align => "align",
+            Rule::H2h => "h2h",
+            Rule::Overlap => "overlap",
+            Rule::Link => "link",
+        }
+    }
+
+    /// Looks a rule up by name.
+    pub fn by_name(name: &str) -> Option<Rule> {
+        RULES.iter().copied().find(|r| r.name() == name)
+    }
+
+    /// Error rules block the call in strict mode; advice rules never do.
+    pub const fn is_error(self) -> bool {
+        !matches!(self, Rule::Overlap | Rule::Link)
+    }
+
+    /// The code strict mode returns for a call of `api` that breaks this rule.
+    pub const fn strict_code(self, api: Api) -> Option<i32> {
+        match (self, api) {
+            (Rule::Null, Api::Acl) | (Rule::Kind, Api::Acl) => Some(ACL_ERROR_INVALID_PARAM),
+            (Rule::Size, Api::Acl) => Some(ACL_ERROR_RT_PARAM_INVALID),
+            (Rule::Align, Api::Acl) => Some(ACL_ERROR_RT_ADDR_UNALIGNED),
+            (Rule::H2h, Api::Acl) => Some(ACL_ERROR_RT_FEATURE_NOT_SUPPORT),
+            (Rule::Null, Api::Hccl) => Some(HCCL_E_PTR),
+            (Rule::Kind, Api::Hccl) | (Rule::Size, Api::Hccl) => Some(HCCL_E_PARA),
+            _ => None,
+        }
+    }
+
+    /// A one-line explanation for diagnostics.
+    pub const fn explain(self, api: Api) -> &'static str {
+        match (self, api) {
+            (Rule::Null, Api::Acl) => "dst or src is NULL with count > 0",
+            (Rule::Null, Api::Hccl) => "dispatcher, dst, src or the stream reference is NULL",
+            (Rule::Kind, Api::Acl) => "kind is not an aclrtMemcpyKind accepted here (0-5)",
+            (Rule::Kind, Api::Hccl) => "kind is not a HcclRtMemcpyKind accepted here (0-3)",
+            (Rule::Size, _) => "count exceeds destMax",
+            (Rule::Align, _) => "dst or src is not 64-byte aligned (required on all models)",
+            (Rule::H2h, _) => "asynchronous host-to-host copy (not supported on 910B/910C)",
+            (Rule::Overlap, _) => "source and destination ranges overlap",
+            (Rule::Link, _) => "linkType is not a known hccl::LinkType",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of rules, as a bit mask in table order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleSet(pub u8);
+
+impl RuleSet {
+    pub const EMPTY: RuleSet = RuleSet(0);
+    /// Every rule but `overlap`, which is opt-in (`+overlap`): overlapping copies are legal
+    /// for some kinds and the check is pure advice.
+    pub const DEFAULT: RuleSet = RuleSet(0x7f & !Rule::Overlap.bit());
+    pub const ALL: RuleSet = RuleSet(0x7f);
+
+    pub const fn contains(self, rule: Rule) -> bool {
+        self.0 & rule.bit() != 0
+    }
+
+    pub const fn with(self, rule: Rule) -> RuleSet {
+        RuleSet(self.0 | rule.bit())
+    }
+
+    pub const fn without(self, rule: Rule) -> RuleSet {
+        RuleSet(self.0 & !rule.bit())
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The rules in the set, in table order.
+    pub fn iter(self) -> impl Iterator<Item = Rule> {
+        RULES.into_iter().filter(move |r| self.contains(*r))
+    }
+}
+
+impl fmt::Display for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, rule) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(rule.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// The rules one call breaks.
+pub type Violations = RuleSet;
+
+/// What happens to a call that breaks a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing is checked.
+    Off,
+    /// Violations are recorded and reported; the call is forwarded unchanged.
+    Warn,
+    /// A violated error rule returns its code without calling the real function.
+    Strict,
+}
+
+impl Mode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Warn => "warn",
+            Mode::Strict => "strict",
+        }
+    }
+}
+
+/// The parsed `NPUSHIM_CHECK` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub mode: Mode,
+    pub rules: RuleSet,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            mode: Mode::Warn,
+            rules: RuleSet::DEFAULT,
+        }
+    }
+}
+
+impl fmt::Display for CheckConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.mode.name())?;
+        if self.mode != Mode::Off {
+            write!(f, " ({})", self.rules)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a `NPUSHIM_CHECK` value was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckConfigError(pub String);
+
+impl fmt::Display for CheckConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (expected off, warn or strict, optionally followed by rule toggles such as \
+             ',-align' or ',+overlap'; rules: null, kind, size, align, h2h, overlap, link)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for CheckConfigError {}
+
+impl FromStr for CheckConfig {
+    type Err = CheckConfigError;
+
+    /// `off` | `warn` | `strict`, then `,+rule` / `,-rule` toggles; a bare toggle list
+    /// (`-align`) keeps the default mode.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut config = CheckConfig::default();
+        for (i, word) in s.split(',').map(str::trim).enumerate() {
+            let lower = word.to_ascii_lowercase();
+            match (i, lower.as_str()) {
+                (_, "") if s.trim().is_empty() => {}
+                (0, "off") => config.mode = Mode::Off,
+                (0, "warn") => config.mode = Mode::Warn,
+                (0, "strict") => config.mode = Mode::Strict,
+                (_, w) if w.starts_with('+') || w.starts_with('-') => {
+                    let rule = Rule::by_name(&w[1..])
+                        .ok_or_else(|| CheckConfigError(format!("unknown rule '{}'", &word[1..])))?;
+                    config.rules = if w.starts_with('+') {
+                        config.rules.with(rule)
+                    } else {
+                        config.rules.without(rule)
+                    };
+                }
+                (0, _) => return Err(CheckConfigError(format!("unknown mode '{word}'"))),
+                _ => {
+                    return Err(CheckConfigError(format!(
+                        "'{word}' is not a rule toggle (write +{word} or -{word})"
+                    )));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// `[a, a+n)` and `[b, b+n)` overlap (computed without overflow).
+fn ranges_overlap(a: usize, b: usize, n: u64) -> bool {
+    let (a, b, n) = (a as u128, b as u128, n as u128);
+    a < b + n && b < a + n
+}
+
+/// The rules of `enabled` that `call` breaks (SPEC §4).
+pub fn check(call: &Call, enabled: RuleSet) -> Violations {
+    let mut v = RuleSet::EMPTY;
+    let mut flag = |rule: Rule, broken: bool| {
+        if broken && enabled.contains(rule) {
+            v = v.with(rule);
+        }
+    };
+    match call.api {
+        Api::Acl => {
+            // The runtime returns success for a zero-byte copy before any other check.
+            if call.count == 0 {
+                return v;
+            }
+            flag(Rule::Null, call.dst == 0 || call.src == 0);
+            flag(Rule::Kind, !(0..=5).contains(&call.kind));
+            flag(Rule::Size, call.count > call.dest_max);
+            flag(Rule::Align, call.dst % ALIGN != 0 || call.src % ALIGN != 0);
+            flag(Rule::H2h, call.kind == 0);
+            flag(
+                Rule::Overlap,
+                call.src != call.dst && ranges_overlap(call.src, call.dst, call.count),
+            );
+        }
+        Api::Hccl => {
+            flag(
+                Rule::Null,
+                call.dispatcher == 0 || call.dst == 0 || call.src == 0 || call.stream == 0,
+            );
+            if call.count == 0 {
+                return v;
+            }
+            flag(Rule::Kind, !(0..=3).contains(&call.kind));
+            flag(Rule::Size, call.count > call.dest_max);
+            flag(
+                Rule::Overlap,
+                call.src != call.dst && ranges_overlap(call.src, call.dst, call.count),
+            );
+            flag(Rule::Link, !((0..=7).contains(&call.link) || call.link == 255));
+        }
+    }
+    v
+}
+
+/// In strict mode: the first violated error rule (table order) and the code to return.
+pub fn strict_verdict(api: Api, violations: Violations) -> Option<(Rule, i32)> {
+    violations
+        .iter()
+        .filter(|r| r.is_error())
+        .find_map(|r| r.strict_code(api).map(|code| (r, code)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BASE: usize = 0x7f00_0000_0000;
+
+    fn acl(dst: usize, src: usize, dest_max: u64, count: u64, kind: i32) -> Call {
+        Call {
+            dst,
+            src,
+            dest_max,
+            count,
+            kind,
+            stream: 0x1000,
+            ..Call::new(Api::Acl)
+        }
+    }
+
+    fn hccl(dst: usize, src: usize, dest_max: u64, count: u64, kind: i32, link: i32) -> Call {
+        Call {
+            dst,
+            src,
+            dest_max,
+            count,
+            kind,
+            link,
+            stream: 0x2000,
+            dispatcher: 0x3000,
+            remote_rank: 1,
+            ..Call::new(Api::Hccl)
+        }
+    }
+
+    fn names(v: Violations) -> Vec<&'static str> {
+        v.iter().map(Rule::name).collect()
+    }
+
+    #[test]
+    fn a_good_call_breaks_nothing() {
+        let c = acl(BASE, BASE + 4096, 4096, 4096, 1);
+        assert!(check(&c, RuleSet::ALL).is_empty());
+        let h = hccl(BASE, BASE + 4096, 4096, 4096, 3, 1);
+        assert!(check(&h, RuleSet::ALL).is_empty());
+    }
+
+    #[test]
+    fn alignment_boundaries() {
+        for (off, broken) in [(0, false), (63, true), (64, false), (65, true), (1, true)] {
+            let c = acl(BASE + off, BASE + 8192, 4096, 64, 1);
+            assert_eq!(check(&c, RuleSet::ALL).contains(Rule::Align), broken, "{off}");
+            let c = acl(BASE, BASE + 8192 + off, 4096, 64, 1);
+            assert_eq!(check(&c, RuleSet::ALL).contains(Rule::Align), broken, "{off}");
+        }
+        // HCCL has no alignment rule.
+        let h = hccl(BASE + 1, BASE + 8193, 64, 64, 3, 1);
+        assert!(!check(&h, RuleSet::ALL).contains(Rule::Align));
+    }
+
+    #[test]
+    fn size_boundaries() {
+        let ok = acl(BASE, BASE + 8192, 4096, 4096, 1);
+        assert!(!check(&ok, RuleSet::ALL).contains(Rule::Size));
+        let bad = acl(BASE, BASE + 8192, 4096, 4097, 1);
+        assert!(check(&bad, RuleSet::ALL).contains(Rule::Size));
+        let bad = hccl(BASE, BASE + 8192, 4096, 4097, 1, 1);
+        assert_eq!(strict_verdict(Api::Hccl, check(&bad, RuleSet::ALL)), Some((Rule::Size, 1)));
+        let huge = acl(BASE, BASE + 8192, u64::MAX - 1, u64::MAX, 1);
+        assert!(check(&huge, RuleSet::ALL).contains(Rule::Size));
+    }
+
+    #[test]
+    fn kind_boundaries() {
+        for kind in [-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, i32::MAX, i32::MIN] {
+            let c = acl(BASE, BASE + 8192, 64, 64, kind);
+            assert_eq!(
+                check(&c, RuleSet::ALL).contains(Rule::Kind),
+                !(0..=5).contains(&kind),
+                "acl {kind}"
+            );
+            let h = hccl(BASE, BASE + 8192, 64, 64, kind, 1);
+            assert_eq!(
+                check(&h, RuleSet::ALL).contains(Rule::Kind),
+                !(0..=3).contains(&kind),
+                "hccl {kind}"
+            );
+        }
+        let h2h = acl(BASE, BASE + 8192, 64, 64, 0);
+        assert_eq!(names(check(&h2h, RuleSet::ALL)), ["h2h"]);
+    }
+
+    #[test]
+    fn zero_count_is_never_a_violation_but_hccl_null_still_applies() {
+        let c = acl(0, 0, 0, 0, 99);
+        assert!(check(&c, RuleSet::ALL).is_empty());
+        let h = hccl(0, BASE, 0, 0, 99, 99);
+        assert_eq!(names(check(&h, RuleSet::ALL)), ["null"]);
+        let h = hccl(BASE, BASE + 64, 0, 0, 99, 99);
+        assert!(check(&h, RuleSet::ALL).is_empty());
+    }
+
+    #[test]
+    fn null_pointers() {
+        let c = acl(0, BASE, 64, 64, 1);
+        assert_eq!(
+            strict_verdict(Api::Acl, check(&c, RuleSet::ALL)),
+            Some((Rule::Null, 100_000))
+        );
+        let mut h = hccl(BASE, BASE + 64, 64, 64, 1, 1);
+        h.stream = 0;
+        assert_eq!(
+            strict_verdict(Api::Hccl, check(&h, RuleSet::ALL)),
+            Some((Rule::Null, 2))
+        );
+        h.stream = 1;
+        h.dispatcher = 0;
+        assert!(check(&h, RuleSet::ALL).contains(Rule::Null));
+    }
+
+    #[test]
+    fn overlap_and_link_are_advice() {
+        let c = acl(BASE, BASE + 64, 128, 128, 3);
+        let v = check(&c, RuleSet::ALL);
+        assert_eq!(names(v), ["overlap"]);
+        assert_eq!(strict_verdict(Api::Acl, v), None);
+        // src == dst is a no-op copy, not an overlap; adjacent ranges do not overlap.
+        assert!(check(&acl(BASE, BASE, 128, 128, 3), RuleSet::ALL).is_empty());
+        assert!(check(&acl(BASE, BASE + 128, 128, 128, 3), RuleSet::ALL).is_empty());
+        // Overlap is opt-in.
+        assert!(check(&c, RuleSet::DEFAULT).is_empty());
+        for (link, broken) in [(0, false), (7, false), (8, true), (254, true), (255, false), (-1, true)] {
+            let h = hccl(BASE, BASE + 4096, 64, 64, 1, link);
+            let v = check(&h, RuleSet::ALL);
+            assert_eq!(v.contains(Rule::Link), broken, "{link}");
+            assert_eq!(strict_verdict(Api::Hccl, v), None);
+        }
+    }
+
+    #[test]
+    fn strict_code_is_the_first_error_rule_in_table_order() {
+        // NULL dst, bad kind, count > destMax, unaligned src: null wins.
+        let c = acl(0, BASE + 1, 10, 20, 9);
+        let v = check(&c, RuleSet::ALL);
+        assert_eq!(names(v), ["null", "kind", "size", "align"]);
+        assert_eq!(strict_verdict(Api::Acl, v), Some((Rule::Null, 100_000)));
+        let v = check(&c, RuleSet::ALL.without(Rule::Null).without(Rule::Kind));
+        assert_eq!(strict_verdict(Api::Acl, v), Some((Rule::Size, 107_000)));
+        let c = acl(BASE + 1, BASE, 64, 64, 0);
+        assert_eq!(
+            strict_verdict(Api::Acl, check(&c, RuleSet::ALL)),
+            Some((Rule::Align, 107_008))
+        );
+        let c = acl(BASE, BASE + 4096, 64, 64, 0);
+        assert_eq!(
+            strict_verdict(Api::Acl, check(&c, RuleSet::ALL)),
+            Some((Rule::H2h, 207_000))
+        );
+    }
+
+    #[test]
+    fn check_config_grammar() {
+        let parse = |s: &str| s.parse::<CheckConfig>();
+        assert_eq!(parse("").unwrap(), CheckConfig::default());
+        assert_eq!(parse("off").unwrap().mode, Mode::Off);
+        assert_eq!(parse("STRICT").unwrap().mode, Mode::Strict);
+        let c = parse("strict,-align").unwrap();
+        assert_eq!(c.mode, Mode::Strict);
+        assert!(!c.rules.contains(Rule::Align));
+        assert!(c.rules.contains(Rule::H2h));
+        let c = parse("warn, +overlap").unwrap();
+        assert!(c.rules.contains(Rule::Overlap));
+        let c = parse("-h2h").unwrap();
+        assert_eq!(c.mode, Mode::Warn);
+        assert!(!c.rules.contains(Rule::H2h));
+        let e = parse("strikt").unwrap_err().to_string();
+        assert!(e.contains("unknown mode 'strikt'") && e.contains("off, warn or strict"), "{e}");
+        let e = parse("strict,-alignment").unwrap_err().to_string();
+        assert!(e.contains("unknown rule 'alignment'"), "{e}");
+        let e = parse("strict,align").unwrap_err().to_string();
+        assert!(e.contains("+align"), "{e}");
+    }
+
+    /// An independent model of the rules table, written from SPEC §4 directly.
+    fn model_strict(c: &Call) -> Option<i32> {
+        match c.api {
+            Api::Acl => {
+                if c.count == 0 {
+                    None
+                } else if c.dst == 0 || c.src == 0 {
+                    Some(100_000)
+                } else if c.kind < 0 || c.kind > 5 {
+                    Some(100_000)
+                } else if c.count > c.dest_max {
+                    Some(107_000)
+                } else if c.dst % 64 != 0 || c.src % 64 != 0 {
+                    Some(107_008)
+                } else if c.kind == 0 {
+                    Some(207_000)
+                } else {
+                    None
+                }
+            }
+            Api::Hccl => {
+                if c.dispatcher == 0 || c.dst == 0 || c.src == 0 || c.stream == 0 {
+                    Some(2)
+                } else if c.count == 0 {
+                    None
+                } else if c.kind < 0 || c.kind > 3 || c.count > c.dest_max {
+                    Some(1)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn arb_addr() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            Just(0usize),
+            (0usize..1 << 20).prop_map(|o| BASE + o),
+            (0usize..1 << 14).prop_map(|o| BASE + o * 64),
+            any::<usize>(),
+        ]
+    }
+
+    fn arb_size() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0u64), 0u64..8192, any::<u64>(), Just(u64::MAX)]
+    }
+
+    fn arb_call() -> impl Strategy<Value = Call> {
+        (
+            any::<bool>(),
+            arb_addr(),
+            arb_addr(),
+            arb_size(),
+            arb_size(),
+            prop_oneof![-2i32..10, any::<i32>()],
+            arb_addr(),
+            arb_addr(),
+            prop_oneof![-2i32..10, Just(255), any::<i32>()],
+        )
+            .prop_map(|(hccl, dst, src, dest_max, count, kind, stream, disp, link)| Call {
+                api: if hccl { Api::Hccl } else { Api::Acl },
+                dst,
+                src,
+                dest_max,
+                count,
+                kind,
+                stream,
+                dispatcher: if hccl { disp } else { 0 },
+                remote_rank: 0,
+                link,
+                depth: 0,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn strict_outcome_matches_the_model(c in arb_call()) {
+            let verdict = strict_verdict(c.api, check(&c, RuleSet::ALL)).map(|(_, code)| code);
+            prop_assert_eq!(verdict, model_strict(&c));
+        }
+    }
+}

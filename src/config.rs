@@ -1,0 +1,265 @@
+//! Every `NPUSHIM_*` variable in one typed table, parsed once from an injected lookup.
+//!
+//! Owns names, defaults and the messages for bad values. It never touches the process
+//! environment itself (the caller passes a lookup), never fails: a malformed value yields a
+//! warning for the caller to print once, and the safe default.
+
+use crate::check::CheckConfig;
+use crate::diag::Level;
+
+/// Where spans go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// npushim's own layer: fixed-size records, background JSON writer.
+    Native,
+    /// `tracing-chrome`'s layer (compatibility; far slower).
+    TracingChrome,
+}
+
+impl Sink {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Sink::Native => "native",
+            Sink::TracingChrome => "tracing-chrome",
+        }
+    }
+}
+
+/// The default trace path template (SPEC §5).
+pub const DEFAULT_TRACE: &str = "npushim-%p.json";
+
+/// The whole configuration of one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `NPUSHIM_DISABLE`: pure pass-through.
+    pub disable: bool,
+    /// `NPUSHIM_TRACE`: path template, or `None` for `off`.
+    pub trace: Option<String>,
+    /// `NPUSHIM_TRACE_SINK`.
+    pub sink: Sink,
+    /// `NPUSHIM_CHECK`.
+    pub check: CheckConfig,
+    /// `NPUSHIM_FAULTS`, unparsed (the fault module owns the grammar).
+    pub faults: Option<String>,
+    /// `NPUSHIM_SEED`; `None` means pick a random one.
+    pub seed: Option<u64>,
+    /// `NPUSHIM_LOG`.
+    pub log: Level,
+    /// `NPUSHIM_ACL_LIB`: library to take `aclrtMemcpyAsync` from when `RTLD_NEXT` fails.
+    pub acl_lib: Option<String>,
+    /// `NPUSHIM_HCCL_LIB`: likewise for `HcclMemcpyAsync`.
+    pub hccl_lib: Option<String>,
+    /// `$ASCEND_HOME_PATH`, `$ASCEND_TOOLKIT_HOME`: install roots searched last.
+    pub ascend_homes: Vec<String>,
+    /// Rank for `%r` (first of `RANK`, `RANK_ID`, `OMPI_COMM_WORLD_RANK`, `PMI_RANK`,
+    /// `SLURM_PROCID`; 0 if none).
+    pub rank: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            disable: false,
+            trace: Some(DEFAULT_TRACE.to_string()),
+            sink: Sink::Native,
+            check: CheckConfig::default(),
+            faults: None,
+            seed: None,
+            log: Level::Warn,
+            acl_lib: None,
+            hccl_lib: None,
+            ascend_homes: Vec::new(),
+            rank: 0,
+        }
+    }
+}
+
+/// Variables that name the process's rank, in priority order.
+pub const RANK_VARS: [&str; 5] = [
+    "RANK",
+    "RANK_ID",
+    "OMPI_COMM_WORLD_RANK",
+    "PMI_RANK",
+    "SLURM_PROCID",
+];
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses a seed: decimal or `0x` hex, any `u64`.
+pub fn parse_seed(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+impl Config {
+    /// Builds the configuration from `get` (normally `std::env::var`), returning it with
+    /// the warnings to print (one line each, without the `npushim: ` prefix).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+        let mut c = Config::default();
+        let mut warnings = Vec::new();
+        let nonempty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+
+        if let Some(v) = get("NPUSHIM_DISABLE") {
+            match parse_bool(&v) {
+                Some(b) => c.disable = b,
+                None => warnings.push(format!(
+                    "NPUSHIM_DISABLE={v:?} is not a boolean (expected 1/0, true/false, yes/no, on/off); \
+                     the shim stays enabled"
+                )),
+            }
+        }
+        if let Some(v) = get("NPUSHIM_LOG") {
+            match Level::parse(&v) {
+                Some(level) => c.log = level,
+                None => warnings.push(format!(
+                    "NPUSHIM_LOG={v:?} is not a level (expected {}); using warn",
+                    Level::WORDS
+                )),
+            }
+        }
+        if let Some(v) = get("NPUSHIM_TRACE") {
+            let t = v.trim();
+            if t.eq_ignore_ascii_case("off") || t == "0" || t.eq_ignore_ascii_case("none") {
+                c.trace = None;
+            } else if t.is_empty() {
+                warnings.push(format!(
+                    "NPUSHIM_TRACE is empty (expected a path template or off); using {DEFAULT_TRACE}"
+                ));
+            } else {
+                c.trace = Some(t.to_string());
+            }
+        }
+        if let Some(v) = get("NPUSHIM_TRACE_SINK") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "native" | "npushim" | "" => c.sink = Sink::Native,
+                "tracing-chrome" | "chrome" => c.sink = Sink::TracingChrome,
+                _ => warnings.push(format!(
+                    "NPUSHIM_TRACE_SINK={v:?} is not a sink (expected native or tracing-chrome); using native"
+                )),
+            }
+        }
+        if let Some(v) = get("NPUSHIM_CHECK") {
+            match v.parse::<CheckConfig>() {
+                Ok(check) => c.check = check,
+                Err(e) => warnings.push(format!("NPUSHIM_CHECK={v:?}: {e}; using warn")),
+            }
+        }
+        c.faults = nonempty("NPUSHIM_FAULTS");
+        if let Some(v) = nonempty("NPUSHIM_SEED") {
+            match parse_seed(&v) {
+                Some(seed) => c.seed = Some(seed),
+                None => warnings.push(format!(
+                    "NPUSHIM_SEED={v:?} is not an unsigned 64-bit integer (decimal or 0x hex); \
+                     using a random seed"
+                )),
+            }
+        }
+        c.acl_lib = nonempty("NPUSHIM_ACL_LIB");
+        c.hccl_lib = nonempty("NPUSHIM_HCCL_LIB");
+        c.ascend_homes = ["ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME"]
+            .iter()
+            .filter_map(|n| nonempty(n))
+            .collect();
+        if let Some((name, v)) = RANK_VARS
+            .iter()
+            .find_map(|n| nonempty(n).map(|v| (*n, v)))
+        {
+            match v.trim().parse::<u32>() {
+                Ok(rank) => c.rank = rank,
+                Err(_) => warnings.push(format!(
+                    "{name}={v:?} is not a rank (a non-negative integer); using rank 0"
+                )),
+            }
+        }
+        (c, warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Mode, Rule};
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, w) = from(&[]);
+        assert!(w.is_empty());
+        assert_eq!(c, Config::default());
+        assert_eq!(c.trace.as_deref(), Some("npushim-%p.json"));
+        assert_eq!(c.check.mode, Mode::Warn);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let (c, w) = from(&[
+            ("NPUSHIM_DISABLE", "yes"),
+            ("NPUSHIM_TRACE", "/tmp/t-%r.json"),
+            ("NPUSHIM_TRACE_SINK", "tracing-chrome"),
+            ("NPUSHIM_CHECK", "strict,-align"),
+            ("NPUSHIM_FAULTS", "*=skip"),
+            ("NPUSHIM_SEED", "0x2a"),
+            ("NPUSHIM_LOG", "info"),
+            ("NPUSHIM_ACL_LIB", "/opt/libascendcl.so"),
+            ("NPUSHIM_HCCL_LIB", "/opt/libhccl_plf.so"),
+            ("ASCEND_HOME_PATH", "/usr/local/Ascend"),
+            ("RANK_ID", "3"),
+            ("SLURM_PROCID", "9"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert!(c.disable);
+        assert_eq!(c.trace.as_deref(), Some("/tmp/t-%r.json"));
+        assert_eq!(c.sink, Sink::TracingChrome);
+        assert_eq!(c.check.mode, Mode::Strict);
+        assert!(!c.check.rules.contains(Rule::Align));
+        assert_eq!(c.faults.as_deref(), Some("*=skip"));
+        assert_eq!(c.seed, Some(42));
+        assert_eq!(c.log, Level::Info);
+        assert_eq!(c.acl_lib.as_deref(), Some("/opt/libascendcl.so"));
+        assert_eq!(c.ascend_homes, ["/usr/local/Ascend"]);
+        assert_eq!(c.rank, 3);
+    }
+
+    #[test]
+    fn bad_values_warn_and_keep_defaults() {
+        let (c, w) = from(&[
+            ("NPUSHIM_DISABLE", "maybe"),
+            ("NPUSHIM_CHECK", "paranoid"),
+            ("NPUSHIM_SEED", "-1"),
+            ("NPUSHIM_LOG", "loud"),
+            ("NPUSHIM_TRACE_SINK", "perfetto"),
+            ("RANK", "zero"),
+        ]);
+        assert_eq!(w.len(), 6, "{w:?}");
+        assert!(w.iter().any(|l| l.contains("NPUSHIM_CHECK") && l.contains("off, warn or strict")));
+        assert!(!c.disable);
+        assert_eq!(c.check, CheckConfig::default());
+        assert_eq!(c.seed, None);
+        assert_eq!(c.log, Level::Warn);
+        assert_eq!(c.sink, Sink::Native);
+        assert_eq!(c.rank, 0);
+    }
+
+    #[test]
+    fn trace_off() {
+        assert_eq!(from(&[("NPUSHIM_TRACE", "off")]).0.trace, None);
+        assert_eq!(from(&[("NPUSHIM_TRACE", "OFF")]).0.trace, None);
+    }
+}

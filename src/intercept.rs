@@ -1,0 +1,164 @@
+//! The one pipeline both APIs share: depth guard → check → fault → forward → record.
+//!
+//! Everything here runs on the program's thread for every call, so it allocates nothing,
+//! formats nothing, takes no lock shared with other threads and does no I/O (diagnostics for
+//! the first violations of a rule are the cold exception). A panic anywhere in the pipeline
+//! is caught and the call is forwarded unchanged: the shim fails open.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use crate::abi::types::Call;
+use crate::check::{self, Mode, RuleSet};
+use crate::fault::Decision;
+use crate::runtime::{self, Runtime};
+use crate::trace::{self, clock, record::FaultTag, record::Record};
+
+thread_local! {
+    /// How many intercepted calls this thread is inside (destructor-free: usable during
+    /// thread exit and from atexit handlers).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+fn depth() -> u32 {
+    DEPTH.try_with(Cell::get).unwrap_or(0)
+}
+
+fn set_depth(d: u32) {
+    let _ = DEPTH.try_with(|c| c.set(d));
+}
+
+/// Runs one call through the pipeline; `forward` calls the real function.
+#[inline]
+pub fn call(mut call: Call, mut forward: impl FnMut() -> c_int) -> c_int {
+    let Some(rt) = runtime::get() else {
+        return forward();
+    };
+    if rt.disabled {
+        return forward();
+    }
+    let depth = depth();
+    call.depth = depth;
+    let mut forwarded = None;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        pipeline(rt, &call, &mut forward, &mut forwarded)
+    }));
+    match result {
+        Ok(ret) => ret,
+        Err(_) => {
+            set_depth(depth);
+            forwarded.unwrap_or_else(forward)
+        }
+    }
+}
+
+#[inline]
+fn pipeline(
+    rt: &Runtime,
+    call: &Call,
+    forward: &mut impl FnMut() -> c_int,
+    forwarded: &mut Option<c_int>,
+) -> c_int {
+    let tracing = trace::active();
+    let start_ns = if tracing { clock::monotonic_ns() } else { 0 };
+
+    let violations = if rt.check.mode == Mode::Off {
+        RuleSet::EMPTY
+    } else {
+        check::check(call, rt.check.rules)
+    };
+    let mut verdict = None;
+    if !violations.is_empty() {
+        runtime::note_violations(rt, call, violations);
+        if rt.check.mode == Mode::Strict {
+            verdict = check::strict_verdict(call.api, violations).map(|(_, code)| code);
+        }
+    }
+
+    let mut decision = Decision::Forward;
+    if verdict.is_none() && runtime::faults_active() {
+        decision = runtime::decide(call);
+        match decision {
+            Decision::Return(code) => verdict = Some(code),
+            Decision::Skip => verdict = Some(0),
+            Decision::Delay(ns) => std::thread::sleep(Duration::from_nanos(ns)),
+            Decision::Abort => abort(call, start_ns, violations, tracing),
+            Decision::Forward => {}
+        }
+    }
+
+    let ret = match verdict {
+        Some(code) => code,
+        None => {
+            set_depth(call.depth + 1);
+            let ret = forward();
+            set_depth(call.depth);
+            *forwarded = Some(ret);
+            ret
+        }
+    };
+
+    if tracing {
+        let end_ns = clock::monotonic_ns();
+        trace::record(&to_record(call, start_ns, end_ns, ret, violations, decision));
+    }
+    ret
+}
+
+#[inline]
+fn to_record(
+    call: &Call,
+    start_ns: u64,
+    end_ns: u64,
+    ret: c_int,
+    violations: RuleSet,
+    decision: Decision,
+) -> Record {
+    let (fault, fault_arg) = FaultTag::of(decision);
+    Record {
+        start_ns,
+        end_ns,
+        dst: call.dst as u64,
+        src: call.src as u64,
+        stream: call.stream as u64,
+        dispatcher: call.dispatcher as u64,
+        dest_max: call.dest_max,
+        count: call.count,
+        fault_arg,
+        kind: call.kind,
+        link: call.link,
+        ret,
+        remote_rank: call.remote_rank,
+        api: call.api as u8,
+        depth: call.depth.min(u8::MAX as u32) as u8,
+        violations: violations.0,
+        fault: fault as u8,
+    }
+}
+
+/// The `abort` task: record the call, get the trace onto disk, say why, abort.
+#[cold]
+fn abort(call: &Call, start_ns: u64, violations: RuleSet, tracing: bool) -> ! {
+    if tracing {
+        let rec = to_record(
+            call,
+            start_ns,
+            clock::monotonic_ns(),
+            0,
+            violations,
+            Decision::Abort,
+        );
+        trace::record(&rec);
+        trace::flush_now();
+    }
+    crate::diag::warn!(
+        "injected abort in {} [{}] (seed {})",
+        call.api.symbol(),
+        runtime::describe_call(call),
+        runtime::seed()
+    );
+    // SAFETY: abort has no preconditions; aborting is exactly what the user asked for.
+    unsafe { libc::abort() }
+}

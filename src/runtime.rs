@@ -1,0 +1,365 @@
+//! Process-wide state: the configuration read once, the active fault rules, the seed, the
+//! counters behind the exit summaries, and the process hooks (constructor, exit, fork).
+//!
+//! The constructor does libc-level work only (registering `atexit` and `pthread_atfork`);
+//! everything that needs std is initialised lazily at the first intercepted call.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::abi::types::{Api, Call};
+use crate::check::{CheckConfig, Mode, RULES, Rule, Violations};
+use crate::config::{Config, Sink};
+use crate::fault::{Decision, FaultSpec};
+use crate::real::Search;
+use crate::sync::FlagLock;
+use crate::{diag, trace};
+
+/// What the pipeline needs on every call, fixed after initialisation.
+pub struct Runtime {
+    pub disabled: bool,
+    pub check: CheckConfig,
+    pub search: Search,
+    /// Violations print a line for their first occurrences only, per rule.
+    pub warn_limit: u64,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The fault rules in force: null when none. Replaced atomically by `npushim_faults_set`.
+static FAULTS: AtomicPtr<FaultSpec> = AtomicPtr::new(std::ptr::null_mut());
+/// Threads currently reading `FAULTS` (a retired spec is freed only when this reaches 0).
+static FAULT_READERS: AtomicUsize = AtomicUsize::new(0);
+/// Serialises replacements (a single-word lock: resettable in a forked child).
+static FAULTS_SET_LOCK: FlagLock<()> = FlagLock::new(());
+
+static SEED: AtomicU64 = AtomicU64::new(0);
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Per-rule violation counts, and the first offending call of each rule.
+static VIOLATIONS: [AtomicU64; RULES.len()] = [const { AtomicU64::new(0) }; RULES.len()];
+static FIRST_VIOLATION: FlagLock<[Option<Call>; RULES.len()]> = FlagLock::new([None; RULES.len()]);
+/// Injected faults by task: return, delay, skip, abort.
+static INJECTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+static INITIALISING: AtomicBool = AtomicBool::new(false);
+
+/// The runtime, initialised at the first call. `None` only for a call made while the
+/// runtime is being initialised (then the caller just forwards).
+#[inline]
+pub fn get() -> Option<&'static Runtime> {
+    match RUNTIME.get() {
+        Some(rt) => Some(rt),
+        None => init(),
+    }
+}
+
+#[cold]
+fn init() -> Option<&'static Runtime> {
+    if INITIALISING.swap(true, Ordering::AcqRel) {
+        // Another thread is initialising (wait for it) or this thread re-entered.
+        for _ in 0..10_000 {
+            if let Some(rt) = RUNTIME.get() {
+                return Some(rt);
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        return RUNTIME.get();
+    }
+    let (config, warnings) = Config::from_lookup(|name| std::env::var(name).ok());
+    diag::set_level(config.log);
+    for w in &warnings {
+        diag::warn!("{w}");
+    }
+    let rt = build(&config);
+    let _ = RUNTIME.set(rt);
+    RUNTIME.get()
+}
+
+fn random_seed() -> u64 {
+    let mut seed = 0u64;
+    // SAFETY: `seed` is 8 writable bytes; getrandom never writes more than asked.
+    let n = unsafe { libc::getrandom((&mut seed as *mut u64).cast(), 8, libc::GRND_NONBLOCK) };
+    if n != 8 {
+        seed = trace::clock::realtime_ns() ^ ((std::process::id() as u64) << 32);
+    }
+    seed
+}
+
+fn build(config: &Config) -> Runtime {
+    let rt = Runtime {
+        disabled: config.disable,
+        check: config.check,
+        search: Search {
+            acl_lib: config.acl_lib.clone(),
+            hccl_lib: config.hccl_lib.clone(),
+            ascend_homes: config.ascend_homes.clone(),
+        },
+        warn_limit: 5,
+    };
+    if config.disable {
+        diag::info!("NPUSHIM_DISABLE is set: pure pass-through");
+        return rt;
+    }
+    let seed = config.seed.unwrap_or_else(random_seed);
+    SEED.store(seed, Ordering::Relaxed);
+    let mut faults_text = String::new();
+    if let Some(spec) = &config.faults {
+        match spec.parse::<FaultSpec>() {
+            Ok(parsed) if !parsed.is_empty() => {
+                faults_text = parsed.describe();
+                diag::warn!(
+                    "fault injection active: {faults_text} (seed {seed}; replay with NPUSHIM_SEED={seed})"
+                );
+                FAULTS.store(Box::into_raw(Box::new(parsed)), Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(e) => diag::warn!("NPUSHIM_FAULTS: {e}; running with no faults"),
+        }
+    }
+    diag::info!(
+        "checks {}, trace {}, seed {seed}",
+        config.check,
+        config.trace.as_deref().unwrap_or("off")
+    );
+    let settings = config.trace.as_ref().map(|template| {
+        let mut cfg = trace::json::Json::default();
+        cfg.raw("{\"check\":");
+        cfg.string(&config.check.to_string());
+        cfg.raw(",\"faults\":");
+        cfg.string(&faults_text);
+        cfg.raw(",\"trace\":");
+        cfg.string(template);
+        cfg.raw(",\"sink\":");
+        cfg.string(config.sink.name());
+        cfg.raw("}");
+        trace::Settings {
+            template: template.clone(),
+            sink: config.sink,
+            rank: config.rank,
+            config_json: String::from_utf8(cfg.buf).unwrap_or_default(),
+        }
+    });
+    if config.sink == Sink::TracingChrome && settings.is_some() {
+        diag::info!("tracing-chrome sink: expect several microseconds per call");
+    }
+    trace::configure(settings);
+    rt
+}
+
+/// Where to look for the real functions (what the configuration says, or only the
+/// defaults while the runtime is not initialised yet).
+pub fn search() -> Search {
+    RUNTIME.get().map(|rt| rt.search.clone()).unwrap_or_default()
+}
+
+/// The seed in use (0 before initialisation).
+pub fn seed() -> u64 {
+    SEED.load(Ordering::Relaxed)
+}
+
+/// Whether any fault rule is in force: one relaxed load.
+#[inline]
+pub fn faults_active() -> bool {
+    !FAULTS.load(Ordering::Relaxed).is_null()
+}
+
+/// Decides a call against the rules in force.
+pub fn decide(call: &Call) -> Decision {
+    FAULT_READERS.fetch_add(1, Ordering::SeqCst);
+    let p = FAULTS.load(Ordering::SeqCst);
+    // SAFETY: a spec stays allocated while FAULT_READERS > 0 (see `set_faults`).
+    let decision = unsafe { p.as_ref() }
+        .map(|spec| spec.decide(call, seed()))
+        .unwrap_or(Decision::Forward);
+    FAULT_READERS.fetch_sub(1, Ordering::SeqCst);
+    if decision.is_fault() {
+        let i = match decision {
+            Decision::Return(_) => 0,
+            Decision::Delay(_) => 1,
+            Decision::Skip => 2,
+            _ => 3,
+        };
+        INJECTED[i].fetch_add(1, Ordering::Relaxed);
+    }
+    decision
+}
+
+/// Replaces every fault rule at once (`None` or an empty spec clears them).
+pub fn set_faults(spec: Option<FaultSpec>) {
+    let _serialised = FAULTS_SET_LOCK.lock_for(Duration::from_secs(10));
+    let new = match spec {
+        Some(s) if !s.is_empty() => Box::into_raw(Box::new(s)),
+        _ => std::ptr::null_mut(),
+    };
+    let old = FAULTS.swap(new, Ordering::SeqCst);
+    if old.is_null() {
+        return;
+    }
+    // Readers increment FAULT_READERS before loading FAULTS, so once it has been zero after
+    // the swap nobody can still hold `old`. A reader stuck for a second: leak, never free
+    // under it.
+    for _ in 0..100_000 {
+        if FAULT_READERS.load(Ordering::SeqCst) == 0 {
+            // SAFETY: `old` came from Box::into_raw and no reader can reach it any more.
+            drop(unsafe { Box::from_raw(old) });
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(10));
+    }
+}
+
+/// Counts a call's violations; prints the first occurrences of each rule.
+#[cold]
+pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
+    for rule in violations.iter() {
+        let n = VIOLATIONS[rule as usize].fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            if let Some(mut first) = FIRST_VIOLATION.lock_for(Duration::from_millis(100)) {
+                first[rule as usize].get_or_insert(*call);
+            }
+        }
+        if n < rt.warn_limit {
+            let verdict = match (rt.check.mode, rule.strict_code(call.api)) {
+                (Mode::Strict, Some(code)) if rule.is_error() => {
+                    format!("returning {code} without calling the runtime")
+                }
+                _ => "forwarded".to_string(),
+            };
+            diag::warn!(
+                "{}: {} [{}]: {}; {verdict}{}",
+                call.api.symbol(),
+                rule.name(),
+                describe_call(call),
+                rule.explain(call.api),
+                if n + 1 == rt.warn_limit {
+                    " (further occurrences of this rule are counted silently)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+/// A call's arguments as one short line.
+pub fn describe_call(c: &Call) -> String {
+    match c.api {
+        Api::Acl => format!(
+            "dst={:#x} destMax={} src={:#x} count={} kind={} stream={:#x}",
+            c.dst, c.dest_max, c.src, c.count, c.kind, c.stream
+        ),
+        Api::Hccl => format!(
+            "dispatcher={:#x} dst={:#x} destMax={} src={:#x} count={} kind={} stream={:#x} \
+             remoteUserRank={} linkType={}",
+            c.dispatcher, c.dst, c.dest_max, c.src, c.count, c.kind, c.stream, c.remote_rank, c.link
+        ),
+    }
+}
+
+/// Exit summaries: violations by rule (count and first call) and injected faults.
+fn summarise() {
+    for rule in RULES {
+        let n = VIOLATIONS[rule as usize].load(Ordering::Relaxed);
+        if n == 0 {
+            continue;
+        }
+        let first = FIRST_VIOLATION
+            .lock_for(Duration::from_millis(100))
+            .and_then(|f| f[rule as usize]);
+        let suppressed = n.saturating_sub(5);
+        diag::warn!(
+            "summary: rule {} violated {n} time{}{}; first: {}",
+            rule.name(),
+            if n == 1 { "" } else { "s" },
+            if suppressed > 0 {
+                format!(" ({suppressed} not shown)")
+            } else {
+                String::new()
+            },
+            first.map_or_else(
+                || "?".to_string(),
+                |c| format!("{} {}", c.api.symbol(), describe_call(&c))
+            )
+        );
+    }
+    let injected: Vec<String> = ["return", "delay", "skip", "abort"]
+        .iter()
+        .zip(&INJECTED)
+        .filter_map(|(name, n)| {
+            let n = n.load(Ordering::Relaxed);
+            (n > 0).then(|| format!("{n} {name}"))
+        })
+        .collect();
+    if !injected.is_empty() {
+        diag::warn!(
+            "summary: injected faults: {} (seed {})",
+            injected.join(", "),
+            seed()
+        );
+    }
+}
+
+/// Rules counted so far (for the control API and tests).
+pub fn violation_count(rule: Rule) -> u64 {
+    VIOLATIONS[rule as usize].load(Ordering::Relaxed)
+}
+
+extern "C" fn on_exit() {
+    let Some(rt) = RUNTIME.get() else {
+        return;
+    };
+    if rt.disabled {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        trace::finish();
+        summarise();
+    });
+}
+
+extern "C" fn fork_prepare() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "C" fn fork_parent() {}
+
+extern "C" fn fork_child() {
+    // The child's seed derives deterministically from the parent's and the fork's number.
+    let n = FORKS.load(Ordering::Relaxed);
+    SEED.store(child_seed(SEED.load(Ordering::Relaxed), n), Ordering::Relaxed);
+    FORKS.store(0, Ordering::Relaxed);
+    FAULT_READERS.store(0, Ordering::Relaxed);
+    for c in VIOLATIONS.iter().chain(&INJECTED) {
+        c.store(0, Ordering::Relaxed);
+    }
+    // SAFETY: only this thread exists in the child; no guard of these locks is live here.
+    unsafe {
+        FIRST_VIOLATION.force_unlock();
+        FAULTS_SET_LOCK.force_unlock();
+    }
+    if let Some(mut first) = FIRST_VIOLATION.try_lock() {
+        *first = [None; RULES.len()];
+    }
+    trace::fork_child();
+}
+
+/// Runs when the library is loaded, before `main`: libc-level registration only.
+#[ctor::ctor(unsafe)]
+fn on_load() {
+    // SAFETY: registering plain `extern "C"` functions without captured state.
+    unsafe {
+        libc::atexit(on_exit);
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+    }
+}
+
+/// The seed of the `n`-th child forked by a process whose seed is `parent` (SplitMix64
+/// finaliser over both): deterministic, and distinct per child.
+pub fn child_seed(parent: u64, n: u64) -> u64 {
+    let mut z = parent ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

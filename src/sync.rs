@@ -1,0 +1,209 @@
+//! Fork-safe synchronisation primitives built on atomics and the Linux futex.
+//!
+//! Locks held across `fork()` are the classic way an interposer deadlocks its host. A lock
+//! whose state lives entirely in one atomic word (no global wait queue, no owner thread
+//! that may not exist in the child) can be reset by the child's `pthread_atfork` handler,
+//! and a futex needs no user-space bookkeeping at all. Nothing here is used on the hot path
+//! except [`Event::wake`], which the producers call once per half ring.
+
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A lock of one atomic flag, with bounded waiting and a reset for the child after fork.
+pub struct FlagLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: access to `value` is serialised by `locked` (Acquire on lock, Release on unlock).
+unsafe impl<T: Send> Sync for FlagLock<T> {}
+
+pub struct FlagGuard<'a, T> {
+    lock: &'a FlagLock<T>,
+}
+
+impl<T> FlagLock<T> {
+    pub const fn new(value: T) -> Self {
+        FlagLock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    pub fn try_lock(&self) -> Option<FlagGuard<'_, T>> {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| FlagGuard { lock: self })
+    }
+
+    /// Waits at most `timeout` (spinning briefly, then sleeping in short steps).
+    pub fn lock_for(&self, timeout: Duration) -> Option<FlagGuard<'_, T>> {
+        let deadline = Instant::now() + timeout;
+        let mut spins = 0u32;
+        loop {
+            if let Some(g) = self.try_lock() {
+                return Some(g);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// Takes the lock and keeps it until [`FlagLock::force_unlock`] (used around fork).
+    pub fn lock_and_forget(&self, timeout: Duration) -> bool {
+        match self.lock_for(timeout) {
+            Some(g) => {
+                std::mem::forget(g);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Releases the lock whoever holds it.
+    ///
+    /// # Safety
+    /// The caller must know that no live guard exists: after `lock_and_forget` on this
+    /// thread, or in a forked child, where the holder no longer exists.
+    pub unsafe fn force_unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
+impl<T> Deref for FlagGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for FlagGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for FlagGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// A wake-up signal: one waiter sleeps with a timeout, anyone may wake it.
+pub struct Event {
+    seq: AtomicU32,
+}
+
+impl Event {
+    pub const fn new() -> Self {
+        Event {
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// Wakes the waiter (cheap when nobody waits: one atomic add and one system call).
+    pub fn wake(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        // SAFETY: FUTEX_WAKE on a valid, aligned u32; no other preconditions.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.seq.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            )
+        };
+    }
+
+    /// The current sequence number, to pass to [`Event::wait`].
+    pub fn seq(&self) -> u32 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until woken after `seen` was read, or for `timeout`.
+    pub fn wait(&self, seen: u32, timeout: Duration) {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on a valid, aligned u32 with a valid relative timeout; it
+        // returns at once if the value is no longer `seen`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.seq.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &ts as *const libc::timespec,
+            )
+        };
+    }
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn flag_lock_excludes_and_times_out() {
+        let lock = Arc::new(FlagLock::new(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        *lock.lock_for(Duration::from_secs(10)).unwrap() += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock.try_lock().unwrap(), 40_000);
+        let g = lock.try_lock().unwrap();
+        assert!(lock.lock_for(Duration::from_millis(5)).is_none());
+        drop(g);
+        assert!(lock.lock_and_forget(Duration::from_millis(5)));
+        assert!(lock.try_lock().is_none());
+        // SAFETY: the guard was forgotten just above on this thread.
+        unsafe { lock.force_unlock() };
+        assert!(lock.try_lock().is_some());
+    }
+
+    #[test]
+    fn event_wakes_a_waiter() {
+        let ev = Arc::new(Event::new());
+        let seen = ev.seq();
+        let ev2 = ev.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            ev2.wake();
+        });
+        let start = Instant::now();
+        ev.wait(seen, Duration::from_secs(5));
+        assert!(start.elapsed() < Duration::from_secs(4));
+        t.join().unwrap();
+        // A stale sequence number returns at once.
+        ev.wait(seen, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,384 @@
+//! Chrome Trace Event JSON for records, written by hand into a reusable byte buffer.
+//!
+//! Runs on the writer thread only. One event per line; the first line opens the array with
+//! `[`, every later one starts with `,`, so any prefix of whole lines plus `]` is valid JSON
+//! (see docs/trace-format.md). No allocation per event beyond the buffer's growth.
+
+use crate::abi::types::{Api, Kind, decode_kind, decode_link};
+use crate::check::RuleSet;
+
+use super::record::{FaultTag, Record};
+
+/// An output buffer with the few JSON primitives the trace needs.
+#[derive(Default)]
+pub struct Json {
+    pub buf: Vec<u8>,
+    /// Events written so far (decides between `[` and `,`).
+    pub events: u64,
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl Json {
+    pub fn with_capacity(n: usize) -> Json {
+        Json {
+            buf: Vec::with_capacity(n),
+            events: 0,
+        }
+    }
+
+    #[inline]
+    pub fn raw(&mut self, s: &str) {
+        self.buf.extend_from_slice(s.as_bytes());
+    }
+
+    #[inline]
+    pub fn u64(&mut self, mut v: u64) {
+        let mut tmp = [0u8; 20];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&tmp[i..]);
+    }
+
+    #[inline]
+    pub fn i64(&mut self, v: i64) {
+        if v < 0 {
+            self.buf.push(b'-');
+        }
+        self.u64(v.unsigned_abs());
+    }
+
+    /// `"0x…"`, lower-case, no leading zeros.
+    #[inline]
+    pub fn hex(&mut self, v: u64) {
+        let mut tmp = [0u8; 16];
+        let mut i = tmp.len();
+        let mut x = v;
+        loop {
+            i -= 1;
+            tmp[i] = HEX[(x & 15) as usize];
+            x >>= 4;
+            if x == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(b"\"0x");
+        self.buf.extend_from_slice(&tmp[i..]);
+        self.buf.push(b'"');
+    }
+
+    /// Nanoseconds as microseconds with three decimals (exact, no float rounding).
+    #[inline]
+    pub fn micros(&mut self, ns: u64) {
+        self.u64(ns / 1000);
+        let frac = ns % 1000;
+        self.buf.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+
+    /// A JSON string with escaping.
+    pub fn string(&mut self, s: &str) {
+        self.buf.push(b'"');
+        for c in s.chars() {
+            match c {
+                '"' => self.raw("\\\""),
+                '\\' => self.raw("\\\\"),
+                '\n' => self.raw("\\n"),
+                '\r' => self.raw("\\r"),
+                '\t' => self.raw("\\t"),
+                c if (c as u32) < 0x20 => {
+                    self.raw("\\u00");
+                    self.buf.push(HEX[(c as u32 >> 4) as usize]);
+                    self.buf.push(HEX[(c as u32 & 15) as usize]);
+                }
+                c => {
+                    let mut b = [0u8; 4];
+                    self.raw(c.encode_utf8(&mut b));
+                }
+            }
+        }
+        self.buf.push(b'"');
+    }
+
+    /// Starts an event line.
+    #[inline]
+    pub fn begin(&mut self) {
+        self.buf
+            .push(if self.events == 0 { b'[' } else { b',' });
+        self.events += 1;
+    }
+
+    #[inline]
+    fn end(&mut self) {
+        self.buf.extend_from_slice(b"}\n");
+    }
+
+    /// `"pid":P,"tid":T`
+    #[inline]
+    fn ids(&mut self, pid: u32, tid: i32) {
+        self.raw("\"pid\":");
+        self.u64(pid as u64);
+        self.raw(",\"tid\":");
+        self.i64(tid as i64);
+    }
+
+    /// A metadata event; `args` is already-serialised JSON object text.
+    pub fn metadata(&mut self, name: &str, pid: u32, tid: i32, args: &str) {
+        self.begin();
+        self.raw("{\"ph\":\"M\",\"name\":");
+        self.string(name);
+        self.buf.push(b',');
+        self.ids(pid, tid);
+        self.raw(",\"args\":");
+        self.raw(args);
+        self.end();
+    }
+
+    fn kind(&mut self, k: Kind) {
+        match k {
+            Kind::Named(n) => {
+                self.buf.push(b'"');
+                self.raw(n);
+                self.buf.push(b'"');
+            }
+            Kind::Unknown(v) => self.i64(v as i64),
+        }
+    }
+
+    /// The `X` event of one call, then its instant events (violations, fault).
+    pub fn call(&mut self, rec: &Record, pid: u32, tid: i32) {
+        let api = rec.api();
+        self.begin();
+        self.raw("{\"ph\":\"X\",\"name\":\"");
+        self.raw(api.symbol());
+        self.raw("\",\"cat\":\"");
+        self.raw(api.category());
+        self.raw("\",");
+        self.ids(pid, tid);
+        self.raw(",\"ts\":");
+        self.micros(rec.start_ns);
+        self.raw(",\"dur\":");
+        self.micros(rec.end_ns.saturating_sub(rec.start_ns));
+        self.raw(",\"args\":{");
+        if api == Api::Hccl {
+            self.raw("\"dispatcher\":");
+            self.hex(rec.dispatcher);
+            self.buf.push(b',');
+        }
+        self.raw("\"dst\":");
+        self.hex(rec.dst);
+        self.raw(",\"src\":");
+        self.hex(rec.src);
+        self.raw(",\"stream\":");
+        self.hex(rec.stream);
+        self.raw(",\"destMax\":");
+        self.u64(rec.dest_max);
+        self.raw(",\"count\":");
+        self.u64(rec.count);
+        self.raw(",\"kind\":");
+        self.kind(decode_kind(api, rec.kind));
+        if api == Api::Hccl {
+            self.raw(",\"remoteUserRank\":");
+            self.u64(rec.remote_rank as u64);
+            self.raw(",\"linkType\":");
+            self.kind(decode_link(rec.link));
+        }
+        self.raw(",\"ret\":");
+        self.i64(rec.ret as i64);
+        let violations = RuleSet(rec.violations);
+        if !violations.is_empty() {
+            self.raw(",\"violations\":[");
+            for (i, rule) in violations.iter().enumerate() {
+                if i > 0 {
+                    self.buf.push(b',');
+                }
+                self.buf.push(b'"');
+                self.raw(rule.name());
+                self.buf.push(b'"');
+            }
+            self.buf.push(b']');
+        }
+        let fault = FaultTag::from_u8(rec.fault);
+        let mut action = [0u8; 64];
+        let mut action_len = 0;
+        if fault != FaultTag::None {
+            action_len = fault.decision(rec.fault_arg).write_action(&mut action);
+            self.raw(",\"fault\":\"");
+            self.buf.extend_from_slice(&action[..action_len]);
+            self.buf.push(b'"');
+        }
+        if rec.depth > 0 {
+            self.raw(",\"depth\":");
+            self.u64(rec.depth as u64);
+        }
+        self.buf.push(b'}');
+        self.end();
+
+        for rule in violations.iter() {
+            self.instant("violation:", rule.name(), api, rec, pid, tid, None);
+        }
+        if fault != FaultTag::None {
+            let decision = fault.decision(rec.fault_arg);
+            self.instant(
+                "fault:",
+                decision.task(),
+                api,
+                rec,
+                pid,
+                tid,
+                Some(&action[..action_len]),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn instant(
+        &mut self,
+        prefix: &str,
+        what: &str,
+        api: Api,
+        rec: &Record,
+        pid: u32,
+        tid: i32,
+        action: Option<&[u8]>,
+    ) {
+        self.begin();
+        self.raw("{\"ph\":\"i\",\"s\":\"t\",\"name\":\"");
+        self.raw(prefix);
+        self.raw(what);
+        self.raw("\",\"cat\":\"");
+        self.raw(api.category());
+        self.raw("\",");
+        self.ids(pid, tid);
+        self.raw(",\"ts\":");
+        self.micros(rec.start_ns);
+        self.raw(",\"args\":{\"call\":\"");
+        self.raw(api.symbol());
+        self.buf.push(b'"');
+        if let Some(action) = action {
+            self.raw(",\"action\":\"");
+            self.buf.extend_from_slice(action);
+            self.buf.push(b'"');
+        }
+        self.buf.push(b'}');
+        self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_lines(buf: &[u8]) -> Vec<serde_json::Value> {
+        let mut text = String::from_utf8(buf.to_vec()).unwrap();
+        text.push(']');
+        serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
+    }
+
+    #[test]
+    fn numbers() {
+        let mut j = Json::default();
+        j.u64(0);
+        j.raw(" ");
+        j.u64(u64::MAX);
+        j.raw(" ");
+        j.i64(i64::MIN);
+        j.raw(" ");
+        j.hex(0);
+        j.hex(0xdead_beef);
+        j.raw(" ");
+        j.micros(1_234_567);
+        j.raw(" ");
+        j.micros(5);
+        assert_eq!(
+            String::from_utf8(j.buf).unwrap(),
+            "0 18446744073709551615 -9223372036854775808 \"0x0\"\"0xdeadbeef\" 1234.567 0.005"
+        );
+    }
+
+    #[test]
+    fn acl_event_matches_the_spec() {
+        let mut j = Json::default();
+        j.metadata("process_name", 7, 7, "{\"name\":\"p\"}");
+        let rec = Record {
+            start_ns: 1_000_500,
+            end_ns: 1_002_750,
+            dst: 0x1000,
+            src: 0x2040,
+            stream: 0xabc,
+            dest_max: 4096,
+            count: 100,
+            kind: 1,
+            ret: 0,
+            api: Api::Acl as u8,
+            violations: RuleSet::EMPTY.with(crate::check::Rule::Align).0,
+            depth: 1,
+            ..Record::default()
+        };
+        j.call(&rec, 7, 8);
+        let v = parse_lines(&j.buf);
+        assert_eq!(v.len(), 3);
+        let x = &v[1];
+        assert_eq!(x["ph"], "X");
+        assert_eq!(x["name"], "aclrtMemcpyAsync");
+        assert_eq!(x["cat"], "acl");
+        assert_eq!(x["tid"], 8);
+        assert_eq!(x["ts"].as_f64().unwrap(), 1000.5);
+        assert_eq!(x["dur"].as_f64().unwrap(), 2.25);
+        assert_eq!(x["args"]["dst"], "0x1000");
+        assert_eq!(x["args"]["src"], "0x2040");
+        assert_eq!(x["args"]["kind"], "HOST_TO_DEVICE");
+        assert_eq!(x["args"]["count"], 100);
+        assert_eq!(x["args"]["violations"][0], "align");
+        assert_eq!(x["args"]["depth"], 1);
+        assert_eq!(v[2]["ph"], "i");
+        assert_eq!(v[2]["name"], "violation:align");
+    }
+
+    #[test]
+    fn hccl_event_with_fault_and_unknown_enums() {
+        let mut j = Json::default();
+        let (tag, arg) = FaultTag::of(crate::fault::Decision::Return(15));
+        let rec = Record {
+            api: Api::Hccl as u8,
+            dispatcher: 0x99,
+            kind: 9,
+            link: 300,
+            remote_rank: 3,
+            ret: 15,
+            fault: tag as u8,
+            fault_arg: arg,
+            ..Record::default()
+        };
+        j.call(&rec, 1, 1);
+        let v = parse_lines(&j.buf);
+        let a = &v[0]["args"];
+        assert_eq!(a["dispatcher"], "0x99");
+        assert_eq!(a["kind"], 9);
+        assert_eq!(a["linkType"], 300);
+        assert_eq!(a["remoteUserRank"], 3);
+        assert_eq!(a["fault"], "return(15)");
+        assert!(a.get("depth").is_none());
+        assert_eq!(v[1]["name"], "fault:return");
+        assert_eq!(v[1]["args"]["action"], "return(15)");
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut j = Json::default();
+        j.string("a\"b\\c\nd\u{1}é");
+        let s = String::from_utf8(j.buf).unwrap();
+        assert_eq!(serde_json::from_str::<String>(&s).unwrap(), "a\"b\\c\nd\u{1}é");
+    }
+}

@@ -1,0 +1,111 @@
+//! The `tracing` side of the timeline: npushim's own layer, and the `tracing-chrome` sink.
+//!
+//! Each call emits one `tracing` event with typed fields. [`NativeLayer`] decodes it by
+//! field index into a fixed-size record and pushes it into the calling thread's ring: no
+//! allocation, no formatting, no lock. The subscriber lives in this library's own copy of
+//! `tracing`, so it never meets a host program's subscriber.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+
+use super::record::{FIELDS, Record, set_field};
+use super::{Settings, writer};
+use crate::sync::FlagLock;
+
+/// The metadata of the one callsite whose events are calls (checked field by field once).
+static CALL_CALLSITE: AtomicPtr<Metadata<'static>> = AtomicPtr::new(ptr::null_mut());
+
+/// npushim's layer: `tracing` event → fixed-size record → per-thread ring.
+pub struct NativeLayer;
+
+struct RecordVisitor<'a>(&'a mut Record);
+
+impl Visit for RecordVisitor<'_> {
+    #[inline]
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        set_field(self.0, field.index(), value);
+    }
+
+    #[inline]
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        set_field(self.0, field.index(), value as u64);
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
+}
+
+/// True if `meta` is the call event with exactly the fields of [`FIELDS`], in order.
+fn is_call_callsite(meta: &Metadata<'_>) -> bool {
+    meta.target() == "npushim::call"
+        && meta.fields().len() == FIELDS.len()
+        && meta.fields().iter().zip(FIELDS).all(|(f, n)| f.name() == n)
+}
+
+impl<S: Subscriber> Layer<S> for NativeLayer {
+    fn register_callsite(
+        &self,
+        meta: &'static Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if is_call_callsite(meta) {
+            CALL_CALLSITE.store(meta as *const _ as *mut _, Ordering::Release);
+        }
+        tracing::subscriber::Interest::always()
+    }
+
+    #[inline]
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !ptr::eq(event.metadata(), CALL_CALLSITE.load(Ordering::Relaxed)) {
+            return;
+        }
+        let mut rec = Record::default();
+        event.record(&mut RecordVisitor(&mut rec));
+        super::push(&rec);
+    }
+}
+
+/// Installs the native layer as this library's global `tracing` dispatcher (once).
+pub fn install_native() {
+    let subscriber = tracing_subscriber::registry().with(NativeLayer);
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// `tracing-chrome`'s flush guard, dropped at exit so its writer thread finishes the file.
+static CHROME_GUARD: FlagLock<Option<tracing_chrome::FlushGuard>> = FlagLock::new(None);
+
+/// Starts the `tracing-chrome` sink on a file we create (so naming and symlink rules hold).
+pub fn start_chrome(settings: &Settings) -> bool {
+    let Some(path) = writer::create_file(settings) else {
+        return false;
+    };
+    let (fd, name) = path;
+    // SAFETY: `fd` was just returned by open and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new()
+        .writer(file)
+        .include_args(true)
+        .build();
+    let subscriber = tracing_subscriber::registry().with(layer);
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        crate::diag::warn!("cannot install the tracing-chrome sink; tracing is off");
+        return false;
+    }
+    if let Some(mut g) = CHROME_GUARD.try_lock() {
+        *g = Some(guard);
+    }
+    crate::diag::info!("tracing to {name} (tracing-chrome sink)");
+    true
+}
+
+/// Flushes and closes the `tracing-chrome` file.
+pub fn finish_chrome() {
+    if let Some(mut g) = CHROME_GUARD.lock_for(std::time::Duration::from_secs(2)) {
+        drop(g.take());
+    }
+}

@@ -1,0 +1,204 @@
+//! The timeline (SPEC §5): every intercepted call becomes one Chrome-trace span.
+//!
+//! Path of a call: the pipeline emits one `tracing` event with typed fields
+//! ([`record::emit`]); npushim's layer ([`layer::NativeLayer`]) turns it into a fixed-size
+//! [`record::Record`] in the calling thread's ring ([`ring`]); the writer thread
+//! ([`writer`]) formats records as JSON ([`json`]) and appends them to the file every
+//! [`FLUSH_INTERVAL`]. The calling thread never formats, locks or writes, except the one
+//! call that creates the file. `NPUSHIM_TRACE_SINK=tracing-chrome` routes the same events
+//! to `tracing-chrome`'s layer instead.
+
+pub mod clock;
+pub mod file;
+pub mod json;
+pub mod layer;
+pub mod record;
+pub mod ring;
+pub mod writer;
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::config::Sink;
+use crate::sync::Event;
+use record::Record;
+
+/// Data reaches the file at least this often (SPEC §5 asks for 100 ms).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a producer whose ring is full waits for the writer before dropping a record.
+pub const BACKPRESSURE_LIMIT: Duration = Duration::from_millis(20);
+
+/// Tracing is off (`NPUSHIM_TRACE=off`, no file could be created, or a write failed).
+const OFF: u8 = 0;
+/// Configured; the file is created at the first call.
+const IDLE: u8 = 1;
+/// One thread is creating the file.
+const STARTING: u8 = 2;
+/// The writer is running.
+const RUNNING: u8 = 3;
+/// The final flush happened (exit).
+const FINISHED: u8 = 4;
+
+static STATE: AtomicU8 = AtomicU8::new(OFF);
+
+/// Calls seen after the final flush (from atexit handlers or static destructors).
+static LATE: AtomicU64 = AtomicU64::new(0);
+
+/// Wakes the writer early (a ring is half full, or exit).
+pub(crate) static KICK: Event = Event::new();
+
+/// What the trace needs from the rest of the shim to describe the process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub template: String,
+    pub sink: Sink,
+    pub rank: u32,
+    /// The `config` object of the `npushim` metadata event, as JSON text.
+    pub config_json: String,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+/// Arms tracing with `settings` (once per process; `None` = tracing off).
+pub fn configure(settings: Option<Settings>) {
+    if let Some(s) = settings {
+        if SETTINGS.set(s).is_ok() {
+            STATE.store(IDLE, Ordering::Release);
+        }
+    }
+}
+
+/// True while calls are being recorded (or will be, at the first call).
+#[inline]
+pub fn active() -> bool {
+    matches!(STATE.load(Ordering::Relaxed), IDLE | STARTING | RUNNING)
+}
+
+/// Records one call. Hot path: one relaxed load, then the `tracing` event.
+#[inline]
+pub fn record(rec: &Record) {
+    match STATE.load(Ordering::Relaxed) {
+        STARTING | RUNNING => record::emit(rec),
+        IDLE => {
+            start();
+            if matches!(STATE.load(Ordering::Acquire), STARTING | RUNNING) {
+                record::emit(rec);
+            }
+        }
+        FINISHED => late(),
+        _ => {}
+    }
+}
+
+#[cold]
+fn late() {
+    if LATE.fetch_add(1, Ordering::Relaxed) == 0 {
+        crate::diag::warn!(
+            "calls made after the trace was finalized (from atexit handlers or static \
+             destructors) are forwarded but not traced"
+        );
+    }
+}
+
+/// Pushes a record into the calling thread's ring, waiting briefly for the writer if the
+/// ring is full; a record that still does not fit is counted as dropped, never lost silently.
+#[inline]
+pub(crate) fn push(rec: &Record) {
+    let Some(ring) = ring::current() else {
+        return;
+    };
+    match ring.try_push(rec) {
+        Some(n) => {
+            if n % (ring::CAPACITY as u64 / 2) == 0 {
+                KICK.wake();
+            }
+        }
+        None => push_slow(ring, rec),
+    }
+}
+
+#[cold]
+fn push_slow(ring: &ring::Ring, rec: &Record) {
+    let deadline = std::time::Instant::now() + BACKPRESSURE_LIMIT;
+    while STATE.load(Ordering::Relaxed) == RUNNING && std::time::Instant::now() < deadline {
+        KICK.wake();
+        std::thread::sleep(Duration::from_micros(50));
+        if ring.try_push(rec).is_some() {
+            return;
+        }
+    }
+    ring.note_dropped();
+}
+
+#[cold]
+fn start() {
+    if STATE
+        .compare_exchange(IDLE, STARTING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let Some(settings) = SETTINGS.get() else {
+        STATE.store(OFF, Ordering::Release);
+        return;
+    };
+    let started = match settings.sink {
+        Sink::Native => writer::start(settings),
+        Sink::TracingChrome => layer::start_chrome(settings),
+    };
+    STATE.store(if started { RUNNING } else { OFF }, Ordering::Release);
+}
+
+/// Stops tracing after a write error (the file written so far stays valid).
+pub(crate) fn stop() {
+    STATE.store(OFF, Ordering::Release);
+}
+
+pub(crate) fn is_running() -> bool {
+    STATE.load(Ordering::Relaxed) == RUNNING
+}
+
+/// Writes everything recorded so far (before an injected abort).
+pub fn flush_now() {
+    if is_running() {
+        writer::flush(Duration::from_millis(500));
+    }
+}
+
+/// The final flush at exit: drains every ring, writes the stats and the closing `]`.
+pub fn finish() {
+    for _ in 0..2000 {
+        if STATE.load(Ordering::Acquire) != STARTING {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    if STATE
+        .compare_exchange(RUNNING, FINISHED, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    KICK.wake();
+    match SETTINGS.get().map(|s| s.sink) {
+        Some(Sink::TracingChrome) => layer::finish_chrome(),
+        _ => writer::finish(),
+    }
+}
+
+/// `pthread_atfork` child handler: the parent's file and records are not ours.
+pub fn fork_child() {
+    ring::fork_child();
+    writer::fork_child();
+    LATE.store(0, Ordering::Relaxed);
+    let next = match (SETTINGS.get(), STATE.load(Ordering::Relaxed)) {
+        // tracing-chrome's writer thread and guard cannot be rebuilt in a child.
+        (Some(s), _) if s.sink == Sink::TracingChrome => OFF,
+        (Some(_), OFF) => OFF,
+        (Some(_), _) => IDLE,
+        (None, _) => OFF,
+    };
+    STATE.store(next, Ordering::Release);
+}

@@ -1,0 +1,98 @@
+/*
+ * noop_acl.c - a do-nothing libascendcl.so for overhead benchmarks.
+ *
+ * aclrtMemcpyAsync returns ACL_SUCCESS without touching memory, so a benchmark
+ * measures only the cost of the call path (PLT, plus any interposer in
+ * LD_PRELOAD).  It lives in its own shared object: the caller cannot inline
+ * or elide the call.  The lifecycle functions a benchmark typically calls
+ * around its loop are provided as trivial stand-ins so the same benchmark
+ * binary runs against this library or the simulated runtime.
+ */
+#include <stdlib.h>
+
+#include "acl/acl.h"
+
+aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count, aclrtMemcpyKind kind,
+                          aclrtStream stream)
+{
+    /* An empty asm with the arguments as inputs keeps the function a real
+     * call that consumes its arguments, whatever the optimiser does. */
+    __asm__ volatile("" : : "r"(dst), "r"(destMax), "r"(src), "r"(count), "r"(kind), "r"(stream) : "memory");
+    return ACL_SUCCESS;
+}
+
+aclError aclInit(const char *configPath)
+{
+    (void)configPath;
+    return ACL_SUCCESS;
+}
+
+aclError aclFinalize(void)
+{
+    return ACL_SUCCESS;
+}
+
+aclError aclrtSetDevice(int32_t deviceId)
+{
+    (void)deviceId;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtResetDevice(int32_t deviceId)
+{
+    (void)deviceId;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtCreateStream(aclrtStream *stream)
+{
+    static char token;
+    if (stream == NULL)
+        return ACL_ERROR_INVALID_PARAM;
+    *stream = &token;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtDestroyStream(aclrtStream stream)
+{
+    (void)stream;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtSynchronizeStream(aclrtStream stream)
+{
+    (void)stream;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtMalloc(void **devPtr, size_t size, aclrtMemMallocPolicy policy)
+{
+    (void)policy;
+    if (devPtr == NULL || size == 0)
+        return ACL_ERROR_INVALID_PARAM;
+    return posix_memalign(devPtr, 512, size) == 0 ? ACL_SUCCESS : ACL_ERROR_RT_MEMORY_ALLOCATION;
+}
+
+aclError aclrtFree(void *devPtr)
+{
+    free(devPtr);
+    return ACL_SUCCESS;
+}
+
+aclError aclrtMallocHost(void **hostPtr, size_t size)
+{
+    if (hostPtr == NULL || size == 0)
+        return ACL_ERROR_INVALID_PARAM;
+    return posix_memalign(hostPtr, 64, size) == 0 ? ACL_SUCCESS : ACL_ERROR_RT_MEMORY_ALLOCATION;
+}
+
+aclError aclrtFreeHost(void *hostPtr)
+{
+    free(hostPtr);
+    return ACL_SUCCESS;
+}
+
+const char *aclrtGetSocName(void)
+{
+    return "Ascend910B1";
+}
