@@ -16,7 +16,7 @@ pub mod record;
 pub mod ring;
 pub mod writer;
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -27,8 +27,9 @@ use record::Record;
 /// Data reaches the file at least this often (SPEC §5 asks for 100 ms).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
-/// How long a producer whose ring is full waits for the writer before dropping a record.
-pub const BACKPRESSURE_LIMIT: Duration = Duration::from_millis(20);
+/// A producer whose ring is full waits for the writer as long as the writer makes progress;
+/// only a writer that made none for this long (a hung disk) makes it drop the record.
+pub const STALL_LIMIT: Duration = Duration::from_millis(100);
 
 /// Tracing is off (`NPUSHIM_TRACE=off`, no file could be created, or a write failed).
 const OFF: u8 = 0;
@@ -48,6 +49,13 @@ static LATE: AtomicU64 = AtomicU64::new(0);
 
 /// Wakes the writer early (a ring is half full, or exit).
 pub(crate) static KICK: Event = Event::new();
+
+/// Bumped by the writer after every batch it takes out of a ring.
+pub(crate) static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Set when a producer gave up on a stalled writer; cleared when the writer progresses.
+/// While set, a full ring drops at once instead of waiting again.
+static STALLED: AtomicBool = AtomicBool::new(false);
 
 /// What the trace needs from the rest of the shim to describe the process.
 #[derive(Clone, Debug)]
@@ -102,8 +110,9 @@ fn late() {
     }
 }
 
-/// Pushes a record into the calling thread's ring, waiting briefly for the writer if the
-/// ring is full; a record that still does not fit is counted as dropped, never lost silently.
+/// Pushes a record into the calling thread's ring. If the ring is full the caller waits for
+/// the writer (back-pressure) as long as the writer makes progress; a record that cannot be
+/// stored because the writer stalled is counted as dropped, never lost silently.
 #[inline]
 pub(crate) fn push(rec: &Record) {
     let Some(ring) = ring::current() else {
@@ -121,15 +130,37 @@ pub(crate) fn push(rec: &Record) {
 
 #[cold]
 fn push_slow(ring: &ring::Ring, rec: &Record) {
-    let deadline = std::time::Instant::now() + BACKPRESSURE_LIMIT;
-    while STATE.load(Ordering::Relaxed) == RUNNING && std::time::Instant::now() < deadline {
+    let mut seen = PROGRESS.load(Ordering::Acquire);
+    if STALLED.load(Ordering::Relaxed) {
+        KICK.wake();
+        ring.note_dropped();
+        return;
+    }
+    let mut deadline = std::time::Instant::now() + STALL_LIMIT;
+    while STATE.load(Ordering::Relaxed) == RUNNING {
         KICK.wake();
         std::thread::sleep(Duration::from_micros(50));
         if ring.try_push(rec).is_some() {
             return;
         }
+        let now = PROGRESS.load(Ordering::Acquire);
+        if now != seen {
+            seen = now;
+            deadline = std::time::Instant::now() + STALL_LIMIT;
+        } else if std::time::Instant::now() >= deadline {
+            STALLED.store(true, Ordering::Relaxed);
+            break;
+        }
     }
     ring.note_dropped();
+}
+
+/// Called by the writer after each batch.
+pub(crate) fn note_progress() {
+    PROGRESS.fetch_add(1, Ordering::Release);
+    if STALLED.load(Ordering::Relaxed) {
+        STALLED.store(false, Ordering::Relaxed);
+    }
 }
 
 #[cold]

@@ -155,6 +155,7 @@ impl Writer {
                     let (json, pid) = (&mut self.json, self.pid);
                     let n = ring.drain(DRAIN_BATCH, |rec| json.call(rec, pid, tid));
                     self.spans += n;
+                    super::note_progress();
                     if self.json.buf.len() >= BUF_LIMIT && !self.flush_buf() {
                         return;
                     }
