@@ -223,8 +223,9 @@ impl FromStr for CheckConfig {
                 (0, "warn") => config.mode = Mode::Warn,
                 (0, "strict") => config.mode = Mode::Strict,
                 (_, w) if w.starts_with('+') || w.starts_with('-') => {
-                    let rule = Rule::by_name(&w[1..])
-                        .ok_or_else(|| CheckConfigError(format!("unknown rule '{}'", &word[1..])))?;
+                    let rule = Rule::by_name(&w[1..]).ok_or_else(|| {
+                        CheckConfigError(format!("unknown rule '{}'", &word[1..]))
+                    })?;
                     config.rules = if w.starts_with('+') {
                         config.rules.with(rule)
                     } else {
@@ -266,7 +267,10 @@ pub fn check(call: &Call, enabled: RuleSet) -> Violations {
             flag(Rule::Null, call.dst == 0 || call.src == 0);
             flag(Rule::Kind, !(0..=5).contains(&call.kind));
             flag(Rule::Size, call.count > call.dest_max);
-            flag(Rule::Align, call.dst % ALIGN != 0 || call.src % ALIGN != 0);
+            flag(
+                Rule::Align,
+                !call.dst.is_multiple_of(ALIGN) || !call.src.is_multiple_of(ALIGN),
+            );
             flag(Rule::H2h, call.kind == 0);
             flag(
                 Rule::Overlap,
@@ -287,7 +291,10 @@ pub fn check(call: &Call, enabled: RuleSet) -> Violations {
                 Rule::Overlap,
                 call.src != call.dst && ranges_overlap(call.src, call.dst, call.count),
             );
-            flag(Rule::Link, !((0..=7).contains(&call.link) || call.link == 255));
+            flag(
+                Rule::Link,
+                !((0..=7).contains(&call.link) || call.link == 255),
+            );
         }
     }
     v
@@ -351,9 +358,17 @@ mod tests {
     fn alignment_boundaries() {
         for (off, broken) in [(0, false), (63, true), (64, false), (65, true), (1, true)] {
             let c = acl(BASE + off, BASE + 8192, 4096, 64, 1);
-            assert_eq!(check(&c, RuleSet::ALL).contains(Rule::Align), broken, "{off}");
+            assert_eq!(
+                check(&c, RuleSet::ALL).contains(Rule::Align),
+                broken,
+                "{off}"
+            );
             let c = acl(BASE, BASE + 8192 + off, 4096, 64, 1);
-            assert_eq!(check(&c, RuleSet::ALL).contains(Rule::Align), broken, "{off}");
+            assert_eq!(
+                check(&c, RuleSet::ALL).contains(Rule::Align),
+                broken,
+                "{off}"
+            );
         }
         // HCCL has no alignment rule.
         let h = hccl(BASE + 1, BASE + 8193, 64, 64, 3, 1);
@@ -367,7 +382,10 @@ mod tests {
         let bad = acl(BASE, BASE + 8192, 4096, 4097, 1);
         assert!(check(&bad, RuleSet::ALL).contains(Rule::Size));
         let bad = hccl(BASE, BASE + 8192, 4096, 4097, 1, 1);
-        assert_eq!(strict_verdict(Api::Hccl, check(&bad, RuleSet::ALL)), Some((Rule::Size, 1)));
+        assert_eq!(
+            strict_verdict(Api::Hccl, check(&bad, RuleSet::ALL)),
+            Some((Rule::Size, 1))
+        );
         let huge = acl(BASE, BASE + 8192, u64::MAX - 1, u64::MAX, 1);
         assert!(check(&huge, RuleSet::ALL).contains(Rule::Size));
     }
@@ -431,7 +449,14 @@ mod tests {
         assert!(check(&acl(BASE, BASE + 128, 128, 128, 3), RuleSet::ALL).is_empty());
         // Overlap is opt-in.
         assert!(check(&c, RuleSet::DEFAULT).is_empty());
-        for (link, broken) in [(0, false), (7, false), (8, true), (254, true), (255, false), (-1, true)] {
+        for (link, broken) in [
+            (0, false),
+            (7, false),
+            (8, true),
+            (254, true),
+            (255, false),
+            (-1, true),
+        ] {
             let h = hccl(BASE, BASE + 4096, 64, 64, 1, link);
             let v = check(&h, RuleSet::ALL);
             assert_eq!(v.contains(Rule::Link), broken, "{link}");
@@ -476,7 +501,10 @@ mod tests {
         assert_eq!(c.mode, Mode::Warn);
         assert!(!c.rules.contains(Rule::H2h));
         let e = parse("strikt").unwrap_err().to_string();
-        assert!(e.contains("unknown mode 'strikt'") && e.contains("off, warn or strict"), "{e}");
+        assert!(
+            e.contains("unknown mode 'strikt'") && e.contains("off, warn or strict"),
+            "{e}"
+        );
         let e = parse("strict,-alignment").unwrap_err().to_string();
         assert!(e.contains("unknown rule 'alignment'"), "{e}");
         let e = parse("strict,align").unwrap_err().to_string();
@@ -489,13 +517,11 @@ mod tests {
             Api::Acl => {
                 if c.count == 0 {
                     None
-                } else if c.dst == 0 || c.src == 0 {
-                    Some(100_000)
-                } else if c.kind < 0 || c.kind > 5 {
+                } else if c.dst == 0 || c.src == 0 || c.kind < 0 || c.kind > 5 {
                     Some(100_000)
                 } else if c.count > c.dest_max {
                     Some(107_000)
-                } else if c.dst % 64 != 0 || c.src % 64 != 0 {
+                } else if !c.dst.is_multiple_of(64) || !c.src.is_multiple_of(64) {
                     Some(107_008)
                 } else if c.kind == 0 {
                     Some(207_000)
@@ -542,19 +568,21 @@ mod tests {
             arb_addr(),
             prop_oneof![-2i32..10, Just(255), any::<i32>()],
         )
-            .prop_map(|(hccl, dst, src, dest_max, count, kind, stream, disp, link)| Call {
-                api: if hccl { Api::Hccl } else { Api::Acl },
-                dst,
-                src,
-                dest_max,
-                count,
-                kind,
-                stream,
-                dispatcher: if hccl { disp } else { 0 },
-                remote_rank: 0,
-                link,
-                depth: 0,
-            })
+            .prop_map(
+                |(hccl, dst, src, dest_max, count, kind, stream, disp, link)| Call {
+                    api: if hccl { Api::Hccl } else { Api::Acl },
+                    dst,
+                    src,
+                    dest_max,
+                    count,
+                    kind,
+                    stream,
+                    dispatcher: if hccl { disp } else { 0 },
+                    remote_rank: 0,
+                    link,
+                    depth: 0,
+                },
+            )
     }
 
     proptest! {

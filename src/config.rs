@@ -169,10 +169,7 @@ impl Config {
             .iter()
             .filter_map(|n| nonempty(n))
             .collect();
-        if let Some((name, v)) = RANK_VARS
-            .iter()
-            .find_map(|n| nonempty(n).map(|v| (*n, v)))
-        {
+        if let Some((name, v)) = RANK_VARS.iter().find_map(|n| nonempty(n).map(|v| (*n, v))) {
             match v.trim().parse::<u32>() {
                 Ok(rank) => c.rank = rank,
                 Err(_) => warnings.push(format!(
@@ -248,7 +245,10 @@ mod tests {
             ("RANK", "zero"),
         ]);
         assert_eq!(w.len(), 6, "{w:?}");
-        assert!(w.iter().any(|l| l.contains("NPUSHIM_CHECK") && l.contains("off, warn or strict")));
+        assert!(
+            w.iter()
+                .any(|l| l.contains("NPUSHIM_CHECK") && l.contains("off, warn or strict"))
+        );
         assert!(!c.disable);
         assert_eq!(c.check, CheckConfig::default());
         assert_eq!(c.seed, None);

@@ -102,7 +102,9 @@ fn pipeline(
 
     if tracing {
         let end_ns = clock::monotonic_ns();
-        trace::record(&to_record(call, start_ns, end_ns, ret, violations, decision));
+        trace::record(&to_record(
+            call, start_ns, end_ns, ret, violations, decision,
+        ));
     }
     ret
 }

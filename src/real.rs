@@ -98,8 +98,7 @@ impl Slot {
         let search = crate::runtime::search();
         let (found, tried) = lookup(target, ours, &search);
         // Racing resolvers find the same answer; the first store wins, all agree.
-        self.addr
-            .store(found.unwrap_or(MISSING), Ordering::Release);
+        self.addr.store(found.unwrap_or(MISSING), Ordering::Release);
         if found.is_none() && !self.reported.swap(true, Ordering::Relaxed) {
             crate::diag::warn!(
                 "cannot find the real {} (tried {}; set {} to the library that has it); its calls return {} ({})",
@@ -112,7 +111,6 @@ impl Slot {
         }
         found
     }
-
 }
 
 impl Default for Slot {

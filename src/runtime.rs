@@ -77,6 +77,8 @@ fn init() -> Option<&'static Runtime> {
     RUNTIME.get()
 }
 
+/// A random seed below 2^53, so that it survives a round trip through JavaScript-based
+/// trace viewers exactly (and can be copied from Perfetto to replay a run).
 fn random_seed() -> u64 {
     let mut seed = 0u64;
     // SAFETY: `seed` is 8 writable bytes; getrandom never writes more than asked.
@@ -84,7 +86,7 @@ fn random_seed() -> u64 {
     if n != 8 {
         seed = trace::clock::realtime_ns() ^ ((std::process::id() as u64) << 32);
     }
-    seed
+    seed & ((1 << 53) - 1)
 }
 
 fn build(config: &Config) -> Runtime {
@@ -151,7 +153,10 @@ fn build(config: &Config) -> Runtime {
 /// Where to look for the real functions (what the configuration says, or only the
 /// defaults while the runtime is not initialised yet).
 pub fn search() -> Search {
-    RUNTIME.get().map(|rt| rt.search.clone()).unwrap_or_default()
+    RUNTIME
+        .get()
+        .map(|rt| rt.search.clone())
+        .unwrap_or_default()
 }
 
 /// The seed in use (0 before initialisation).
@@ -213,6 +218,12 @@ pub fn set_faults(spec: Option<FaultSpec>) {
 /// Counts a call's violations; prints the first occurrences of each rule.
 #[cold]
 pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
+    // In strict mode every line of this call names the code actually returned: that of
+    // the first violated error rule.
+    let blocked = match rt.check.mode {
+        Mode::Strict => crate::check::strict_verdict(call.api, violations).map(|(_, code)| code),
+        _ => None,
+    };
     for rule in violations.iter() {
         let n = VIOLATIONS[rule as usize].fetch_add(1, Ordering::Relaxed);
         if n == 0 {
@@ -221,11 +232,9 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
             }
         }
         if n < rt.warn_limit {
-            let verdict = match (rt.check.mode, rule.strict_code(call.api)) {
-                (Mode::Strict, Some(code)) if rule.is_error() => {
-                    format!("returning {code} without calling the runtime")
-                }
-                _ => "forwarded".to_string(),
+            let verdict = match blocked {
+                Some(code) => format!("returning {code} without calling the runtime"),
+                None => "forwarded".to_string(),
             };
             diag::warn!(
                 "{}: {} [{}]: {}; {verdict}{}",
@@ -253,7 +262,15 @@ pub fn describe_call(c: &Call) -> String {
         Api::Hccl => format!(
             "dispatcher={:#x} dst={:#x} destMax={} src={:#x} count={} kind={} stream={:#x} \
              remoteUserRank={} linkType={}",
-            c.dispatcher, c.dst, c.dest_max, c.src, c.count, c.kind, c.stream, c.remote_rank, c.link
+            c.dispatcher,
+            c.dst,
+            c.dest_max,
+            c.src,
+            c.count,
+            c.kind,
+            c.stream,
+            c.remote_rank,
+            c.link
         ),
     }
 }
@@ -328,7 +345,10 @@ extern "C" fn fork_parent() {}
 extern "C" fn fork_child() {
     // The child's seed derives deterministically from the parent's and the fork's number.
     let n = FORKS.load(Ordering::Relaxed);
-    SEED.store(child_seed(SEED.load(Ordering::Relaxed), n), Ordering::Relaxed);
+    SEED.store(
+        child_seed(SEED.load(Ordering::Relaxed), n),
+        Ordering::Relaxed,
+    );
     FORKS.store(0, Ordering::Relaxed);
     FAULT_READERS.store(0, Ordering::Relaxed);
     for c in VIOLATIONS.iter().chain(&INJECTED) {

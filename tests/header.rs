@@ -24,8 +24,17 @@ fn header_is_fresh() {
         committed == generated,
         "include/npushim.h is stale: run NPUSHIM_BLESS=1 cargo test --test header"
     );
-    for f in ["npushim_version", "npushim_faults_set", "npushim_last_error", "npushim_seed", "npushim_flush"] {
+    for f in [
+        "npushim_version",
+        "npushim_faults_set",
+        "npushim_last_error",
+        "npushim_seed",
+        "npushim_flush",
+    ] {
         assert!(generated.contains(f), "{f} missing from the header");
     }
-    assert!(!generated.contains("aclrtMemcpyAsync("), "vendor functions belong to vendor headers");
+    assert!(
+        !generated.contains("aclrtMemcpyAsync("),
+        "vendor functions belong to vendor headers"
+    );
 }

@@ -23,12 +23,11 @@ fn set_last_error(message: &str) {
 /// The shim's version, e.g. `"0.1.0"` (a static string).
 #[unsafe(no_mangle)]
 pub extern "C" fn npushim_version() -> *const c_char {
-    const VERSION: &CStr = match CStr::from_bytes_with_nul(
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
-    ) {
-        Ok(v) => v,
-        Err(_) => c"unknown",
-    };
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
     VERSION.as_ptr()
 }
 
@@ -47,7 +46,10 @@ pub unsafe extern "C" fn npushim_faults_set(spec: *const c_char) -> c_int {
         match unsafe { CStr::from_ptr(spec) }.to_str() {
             Ok(s) => s.to_owned(),
             Err(e) => {
-                set_last_error(&format!("the spec is not valid UTF-8 (at byte {})", e.valid_up_to()));
+                set_last_error(&format!(
+                    "the spec is not valid UTF-8 (at byte {})",
+                    e.valid_up_to()
+                ));
                 return -1;
             }
         }

@@ -35,7 +35,13 @@ pub struct Anchor {
 impl Anchor {
     /// Reads both clocks, keeping the pair with the tightest bracket out of a few tries.
     pub fn now() -> Anchor {
-        let mut best = (u64::MAX, Anchor { monotonic_ns: 0, realtime_ns: 0 });
+        let mut best = (
+            u64::MAX,
+            Anchor {
+                monotonic_ns: 0,
+                realtime_ns: 0,
+            },
+        );
         for _ in 0..5 {
             let a = monotonic_ns();
             let r = realtime_ns();

@@ -125,7 +125,10 @@ mod tests {
             host: "node1",
         };
         assert_eq!(expand("npushim-%p.json", &n), "npushim-42.json");
-        assert_eq!(expand("/t/%h/r%r-%p-100%%.json", &n), "/t/node1/r3-42-100%.json");
+        assert_eq!(
+            expand("/t/%h/r%r-%p-100%%.json", &n),
+            "/t/node1/r3-42-100%.json"
+        );
         assert_eq!(expand("a%xb%", &n), "a%xb%");
     }
 
@@ -155,7 +158,10 @@ mod tests {
         let mode = std::fs::metadata(&name).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let err = create(dir.join("missing/t.json").to_str().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("cannot create trace file"), "{err}");
+        assert!(
+            err.to_string().contains("cannot create trace file"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -114,8 +114,7 @@ impl Json {
     /// Starts an event line.
     #[inline]
     pub fn begin(&mut self) {
-        self.buf
-            .push(if self.events == 0 { b'[' } else { b',' });
+        self.buf.push(if self.events == 0 { b'[' } else { b',' });
         self.events += 1;
     }
 
@@ -379,6 +378,9 @@ mod tests {
         let mut j = Json::default();
         j.string("a\"b\\c\nd\u{1}é");
         let s = String::from_utf8(j.buf).unwrap();
-        assert_eq!(serde_json::from_str::<String>(&s).unwrap(), "a\"b\\c\nd\u{1}é");
+        assert_eq!(
+            serde_json::from_str::<String>(&s).unwrap(),
+            "a\"b\\c\nd\u{1}é"
+        );
     }
 }

@@ -19,8 +19,10 @@ use super::record::{FIELDS, Record, set_field};
 use super::{Settings, writer};
 use crate::sync::FlagLock;
 
-/// The metadata of the one callsite whose events are calls (checked field by field once).
-static CALL_CALLSITE: AtomicPtr<Metadata<'static>> = AtomicPtr::new(ptr::null_mut());
+/// The metadata of the callsites whose events are calls, one per API (each checked field
+/// by field once, when `tracing` registers it).
+static CALL_CALLSITES: [AtomicPtr<Metadata<'static>>; 2] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; 2];
 
 /// npushim's layer: `tracing` event → fixed-size record → per-thread ring.
 pub struct NativeLayer;
@@ -49,19 +51,21 @@ fn is_call_callsite(meta: &Metadata<'_>) -> bool {
 }
 
 impl<S: Subscriber> Layer<S> for NativeLayer {
-    fn register_callsite(
-        &self,
-        meta: &'static Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
         if is_call_callsite(meta) {
-            CALL_CALLSITE.store(meta as *const _ as *mut _, Ordering::Release);
+            let slot = usize::from(meta.name() == "HcclMemcpyAsync");
+            CALL_CALLSITES[slot].store(meta as *const _ as *mut _, Ordering::Release);
         }
         tracing::subscriber::Interest::always()
     }
 
     #[inline]
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if !ptr::eq(event.metadata(), CALL_CALLSITE.load(Ordering::Relaxed)) {
+        let meta = event.metadata() as *const Metadata<'static>;
+        if !CALL_CALLSITES
+            .iter()
+            .any(|c| ptr::eq(meta, c.load(Ordering::Relaxed)))
+        {
             return;
         }
         let mut rec = Record::default();

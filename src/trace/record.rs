@@ -135,30 +135,42 @@ pub fn set_field(rec: &mut Record, index: usize, v: u64) {
     }
 }
 
+/// One `tracing` event with the record's fields, named after the API (so sinks that show
+/// event names, like `tracing-chrome`, label calls properly).
+macro_rules! call_event {
+    ($name:literal, $rec:expr) => {
+        tracing::event!(
+            name: $name,
+            target: "npushim::call",
+            tracing::Level::INFO,
+            api = $rec.api as u64,
+            start_ns = $rec.start_ns,
+            end_ns = $rec.end_ns,
+            dst = $rec.dst,
+            src = $rec.src,
+            stream = $rec.stream,
+            dispatcher = $rec.dispatcher,
+            dest_max = $rec.dest_max,
+            count = $rec.count,
+            kind = $rec.kind as i64,
+            link = $rec.link as i64,
+            ret = $rec.ret as i64,
+            remote_rank = $rec.remote_rank as u64,
+            depth = $rec.depth as u64,
+            violations = $rec.violations as u64,
+            fault = $rec.fault as u64,
+            fault_arg = $rec.fault_arg,
+        )
+    };
+}
+
 /// Emits the `tracing` event for one call; the active layer turns it into a record.
 #[inline]
 pub fn emit(rec: &Record) {
-    tracing::event!(
-        target: "npushim::call",
-        tracing::Level::INFO,
-        api = rec.api as u64,
-        start_ns = rec.start_ns,
-        end_ns = rec.end_ns,
-        dst = rec.dst,
-        src = rec.src,
-        stream = rec.stream,
-        dispatcher = rec.dispatcher,
-        dest_max = rec.dest_max,
-        count = rec.count,
-        kind = rec.kind as i64,
-        link = rec.link as i64,
-        ret = rec.ret as i64,
-        remote_rank = rec.remote_rank as u64,
-        depth = rec.depth as u64,
-        violations = rec.violations as u64,
-        fault = rec.fault as u64,
-        fault_arg = rec.fault_arg,
-    );
+    match rec.api() {
+        Api::Acl => call_event!("aclrtMemcpyAsync", rec),
+        Api::Hccl => call_event!("HcclMemcpyAsync", rec),
+    }
 }
 
 #[cfg(test)]

@@ -97,7 +97,11 @@ impl Ring {
     /// many. Consumer only.
     pub fn drain(&self, max: u64, mut f: impl FnMut(&Record)) -> u64 {
         let tail = self.tail.0.load(Ordering::Relaxed);
-        let head = self.head.0.load(Ordering::Acquire).min(tail.saturating_add(max));
+        let head = self
+            .head
+            .0
+            .load(Ordering::Acquire)
+            .min(tail.saturating_add(max));
         for i in tail..head {
             let slot = &self.slots[(i & MASK) as usize];
             // SAFETY: slots in [tail, head) were initialised and published by the producer's
@@ -136,12 +140,9 @@ impl Ring {
     /// After its last records are written: give the ring to the next new thread.
     pub fn release_if_orphaned(&self) {
         if self.pending() == 0 {
-            let _ = self.state.compare_exchange(
-                ORPHANED,
-                FREE,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.state
+                    .compare_exchange(ORPHANED, FREE, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }
@@ -162,7 +163,7 @@ fn rings() -> impl Iterator<Item = &'static Ring> {
 }
 
 /// Sentinel in `CURRENT` for a thread whose ring was already given up (it is exiting).
-const EXITED: *const Ring = 1 as *const Ring;
+const EXITED: *const Ring = ptr::dangling();
 
 thread_local! {
     /// The calling thread's ring: null before its first call. Destructor-free, so it stays
@@ -335,9 +336,7 @@ mod tests {
         let a = std::thread::spawn(|| current().unwrap() as *const Ring as usize)
             .join()
             .unwrap();
-        let ring = rings()
-            .find(|r| *r as *const Ring as usize == a)
-            .unwrap();
+        let ring = rings().find(|r| *r as *const Ring as usize == a).unwrap();
         assert!(ring.is_orphaned() || ring.state.load(Ordering::Relaxed) == FREE);
         ring.release_if_orphaned();
         let mine = current().unwrap() as *const Ring as usize;

@@ -259,7 +259,9 @@ pub fn start(settings: &Settings) -> bool {
     if let Err(e) = spawned {
         // Still traced: the exit handler drains the rings; producers meanwhile wait
         // briefly and then count what does not fit as dropped.
-        crate::diag::warn!("cannot start the trace writer thread ({e}); spans are written at exit only");
+        crate::diag::warn!(
+            "cannot start the trace writer thread ({e}); spans are written at exit only"
+        );
     }
     crate::diag::info!("tracing to {path}");
     true
@@ -303,7 +305,9 @@ pub fn flush(timeout: Duration) {
 /// Final drain, stats and closing bracket (exit handler).
 pub fn finish() {
     let Some(mut slot) = WRITER.lock_for(Duration::from_secs(2)) else {
-        crate::diag::warn!("the trace writer did not answer at exit; the trace lacks its last events");
+        crate::diag::warn!(
+            "the trace writer did not answer at exit; the trace lacks its last events"
+        );
         return;
     };
     let Some(mut w) = slot.take() else {

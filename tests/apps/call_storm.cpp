@@ -4,7 +4,10 @@
 // exactly what was called, whatever the process does.
 //
 //   call_storm [--threads N] [--calls N] [--api acl|hccl|both] [--forks N]
-//              [--child-calls N] [--atexit N] [--pause]
+//              [--child-calls N] [--atexit N] [--pause] [--background]
+//
+// --background leaves a detached thread calling in a loop while main returns, so calls
+// keep arriving while the process exits.
 //
 // Prints one line per thread ("thread T tid X acl A hccl H") and, per fork, one line
 // ("child PID calls C status S"). Exit status 0 only if every call returned success.
@@ -37,6 +40,7 @@ struct Options {
     long child_calls = 100;
     long atexit_calls = 0;
     bool pause = false;
+    bool background = false;
 };
 
 Options opt;
@@ -146,6 +150,7 @@ int main(int argc, char **argv) {
         else if (a == "--child-calls") opt.child_calls = parse(next());
         else if (a == "--atexit") opt.atexit_calls = parse(next());
         else if (a == "--pause") opt.pause = true;
+        else if (a == "--background") opt.background = true;
         else if (a == "--api") {
             std::string v = next();
             opt.acl = v == "acl" || v == "both";
@@ -160,6 +165,13 @@ int main(int argc, char **argv) {
     uint32_t devices = 1;
     aclrtGetDeviceCount(&devices);
     if (opt.atexit_calls > 0) std::atexit(at_exit_calls);
+
+    if (opt.background) {
+        std::thread([devices] {
+            Lane lane(static_cast<int>(1 % devices));
+            for (;;) lane.run(16);
+        }).detach();
+    }
 
     if (opt.pause) {
         Lane lane(0);
@@ -186,6 +198,7 @@ int main(int argc, char **argv) {
             });
         }
         for (int f = 0; f < opt.forks; f++) {
+            std::fflush(stdout);
             pid_t pid = fork();
             if (pid < 0) { std::perror("fork"); return 1; }
             if (pid == 0) {

@@ -59,7 +59,9 @@ pub fn build() -> &'static Build {
             .expect("make runs");
         assert!(status.success(), "building the simulated runtime failed");
         drop(lock);
-        let shim = profile_dir().join("libnpushim.so");
+        // `cargo test` builds the cdylib into deps/ (only `cargo build` copies it up a level,
+        // so the copy there may be stale).
+        let shim = profile_dir().join("deps").join("libnpushim.so");
         assert!(shim.exists(), "{} missing", shim.display());
         Build { out, shim }
     })
@@ -74,6 +76,9 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The longest any test program may run.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How to run one program.
 pub struct Run {
@@ -127,8 +132,41 @@ impl Run {
         self.env("NPUSIM_LOG", path)
     }
 
+    /// Runs to completion; a program still running after [`DEADLINE`] is killed and the
+    /// test fails (a hung program must not hang the suite or fill the disk).
     pub fn output(mut self) -> Output {
-        self.cmd.output().expect("program starts")
+        let child = self
+            .cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("program starts");
+        let pid = child.id() as libc::pid_t;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                while start.elapsed() < DEADLINE {
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                // SAFETY: signalling a child we spawned and have not reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                true
+            })
+        };
+        let out = child.wait_with_output().expect("program runs");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            !watchdog.join().unwrap(),
+            "program killed after {DEADLINE:?}\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
     }
 
     pub fn command(self) -> Command {

@@ -45,6 +45,7 @@
 #define SIM_DEV_ALIGN 512
 #define SIM_HOST_ALIGN 64
 #define SIM_CONFIG_MAX (1 << 20)
+#define SIM_STREAM_DEPTH 4096 /* queued tasks per stream before submission blocks */
 
 #define CTX_MAGIC 0x4e504358u    /* "NPCX" */
 #define STREAM_MAGIC 0x4e505354u /* "NPST" */
@@ -721,12 +722,15 @@ static aclError stream_acquire(aclrtStream handle, const char *api, struct sim_s
 }
 
 /* Queues a task; returns its sequence number, or 0 if the stream is being
- * destroyed (the task is then freed). */
+ * destroyed (the task is then freed).  Like a hardware submission queue the
+ * stream holds a bounded number of tasks: a full queue blocks the caller. */
 static uint64_t stream_submit(struct sim_stream *s, struct sim_task *t)
 {
     uint64_t seq = 0;
     t->next = NULL;
     pthread_mutex_lock(&s->mu);
+    while (!s->stop && s->submitted - s->completed >= SIM_STREAM_DEPTH)
+        pthread_cond_wait(&s->cv_done, &s->mu);
     if (!s->stop) {
         if (s->tail != NULL)
             s->tail->next = t;
@@ -778,6 +782,65 @@ static bool stream_drain(struct sim_stream *s, int32_t timeout_ms)
     uint64_t target = s->submitted;
     pthread_mutex_unlock(&s->mu);
     return stream_wait_seq(s, target, timeout_ms);
+}
+
+/* fork(): the child inherits the runtime's memory but none of its threads.  As
+ * with any multi-threaded library, every lock is taken before the fork (in the
+ * documented lock order) so none is inherited mid-update, and released on both
+ * sides; in the child each stream gets a new worker thread and the parent's
+ * queued work, which belongs to the parent's devices, is dropped. */
+static void sim_fork_prepare(void)
+{
+    pthread_rwlock_wrlock(&g_lock);
+    pthread_mutex_lock(&g_cfg_mu);
+    pthread_rwlock_wrlock(&g_mem_lock);
+    for (struct sim_stream *s = g_stream_list; s != NULL; s = s->next)
+        pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&g_ev_mu);
+}
+
+static void sim_fork_release(void)
+{
+    pthread_mutex_unlock(&g_ev_mu);
+    for (struct sim_stream *s = g_stream_list; s != NULL; s = s->next)
+        pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_unlock(&g_mem_lock);
+    pthread_mutex_unlock(&g_cfg_mu);
+    pthread_rwlock_unlock(&g_lock);
+}
+
+static void sim_fork_child(void)
+{
+    /* Re-initialise rather than unlock: glibc records the writer of an rwlock by
+     * thread id, and the forking thread has a new id in the child. */
+    pthread_rwlock_init(&g_lock, NULL);
+    pthread_mutex_init(&g_cfg_mu, NULL);
+    pthread_rwlock_init(&g_mem_lock, NULL);
+    pthread_mutex_init(&g_ev_mu, NULL);
+    pthread_cond_init(&g_ev_cv, NULL);
+    for (struct sim_stream *s = g_stream_list; s != NULL; s = s->next) {
+        pthread_mutex_init(&s->mu, NULL);
+        pthread_cond_init(&s->cv_work, NULL);
+        pthread_cond_init(&s->cv_done, NULL);
+        struct sim_task *t = s->head;
+        while (t != NULL) {
+            struct sim_task *next = t->next;
+            task_cancel(t);
+            if (t->ev != NULL)
+                event_unref(t->ev);
+            free(t);
+            t = next;
+        }
+        s->head = s->tail = NULL;
+        s->completed = s->submitted;
+        if (!s->stop && pthread_create(&s->thread, NULL, stream_worker, s) != 0)
+            s->stop = true;
+    }
+}
+
+__attribute__((constructor)) static void sim_register_fork_handlers(void)
+{
+    pthread_atfork(sim_fork_prepare, sim_fork_release, sim_fork_child);
 }
 
 /* Waits for the work submitted so far to every stream of a device (or of all

@@ -37,16 +37,23 @@ static void *thread_without_device(void *arg)
     return NULL;
 }
 
+static char g_temp_paths[4][256];
+static int g_temp_count;
+
 static char *write_temp(const char *tag, const char *content)
 {
-    static char paths[4][256];
-    static int next;
-    char *p = paths[next++ % 4];
-    st_tempfile(p, sizeof paths[0], tag);
+    char *p = g_temp_paths[g_temp_count++ % 4];
+    st_tempfile(p, sizeof g_temp_paths[0], tag);
     FILE *f = fopen(p, "w");
     fputs(content, f);
     fclose(f);
     return p;
+}
+
+static void remove_temps(void)
+{
+    for (int i = 0; i < g_temp_count && i < 4; i++)
+        unlink(g_temp_paths[i]);
 }
 
 static void test_lifecycle(void)
@@ -130,7 +137,9 @@ static void test_memcpy_async_order(void)
     CHECK_EQ(async_copy(dev, 8192, pin, 8192, 1, s0), ACL_ERROR_RT_PARAM_INVALID,
              "a copy that overruns its tracked allocation");
     CHECK_EQ(async_copy(dev, 4096, pin, 64, 5, s0), ACL_SUCCESS, "kind 5 (HOST_TO_BUF_TO_DEVICE)");
+    aclrtSynchronizeStream(s0);
     CHECK_EQ(async_copy(dev, 4096, pin, 64, 4, NULL), ACL_SUCCESS, "kind 4 (DEFAULT) on the default stream");
+    aclrtSynchronizeStream(NULL);
     CHECK_EQ(async_copy((char *)dev + 1, 4095, (char *)pin + 3, 61, 1, s0), ACL_SUCCESS,
              "the runtime does not check 64-byte alignment");
     CHECK_EQ(async_copy(dev, 4096, dev1, 4096, 3, s0), ACL_SUCCESS, "device-to-device across devices");
@@ -280,5 +289,6 @@ int main(void)
     test_soc("Ascend910B4", ACL_ERROR_RT_FEATURE_NOT_SUPPORT);
     test_log(logpath);
     unlink(logpath);
+    remove_temps();
     return st_done();
 }

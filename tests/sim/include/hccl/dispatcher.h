@@ -121,9 +121,7 @@ static_assert(StreamLayout::kStreamOffset == sizeof(void *),
 
 } // namespace hccl
 
-#ifdef __cplusplus
 extern "C" {
-#endif
 
 __attribute__((visibility("default")))
 HcclResult HcclDispatcherInit(DispatcherType type, const s32 deviceLogicId, HcclDispatcher *dispatcher);
@@ -149,8 +147,6 @@ HcclResult HcclMemcpyAsync(HcclDispatcher dispatcherPtr, void *dst, const uint64
                            const uint64_t count, const HcclRtMemcpyKind kind, hccl::Stream &stream,
                            const u32 remoteUserRank, hccl::LinkType linkType);
 
-#ifdef __cplusplus
-}
-#endif
+} // extern "C"
 
 #endif /* HCCL_DISPATCHER_H */
