@@ -39,12 +39,24 @@ pub fn call(mut call: Call, mut forward: impl FnMut() -> c_int) -> c_int {
     if rt.disabled {
         return forward();
     }
-    let depth = depth();
-    call.depth = depth;
+    call.depth = depth();
+    fail_open(call.depth, forward, |forward, forwarded| {
+        pipeline(rt, &call, forward, forwarded)
+    })
+}
+
+/// Runs `stages`, which may call `forward` at most once (recording its result in the
+/// `Option`). If the stages panic, the call is forwarded anyway — unless it already was,
+/// in which case the real result is returned. Either way the program gets an answer and
+/// the thread's depth is restored.
+#[inline]
+fn fail_open<F, S>(depth: u32, mut forward: F, stages: S) -> c_int
+where
+    F: FnMut() -> c_int,
+    S: FnOnce(&mut F, &mut Option<c_int>) -> c_int,
+{
     let mut forwarded = None;
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        pipeline(rt, &call, &mut forward, &mut forwarded)
-    }));
+    let result = catch_unwind(AssertUnwindSafe(|| stages(&mut forward, &mut forwarded)));
     match result {
         Ok(ret) => ret,
         Err(_) => {
@@ -163,4 +175,51 @@ fn abort(call: &Call, start_ns: u64, violations: RuleSet, tracing: bool) -> ! {
     );
     // SAFETY: abort has no preconditions; aborting is exactly what the user asked for.
     unsafe { libc::abort() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_before_forwarding_still_forwards_once() {
+        let mut calls = 0;
+        let ret = fail_open(
+            0,
+            || {
+                calls += 1;
+                42
+            },
+            |_forward, _forwarded| panic!("a bug in a stage"),
+        );
+        assert_eq!(ret, 42);
+        assert_eq!(calls, 1);
+        assert_eq!(depth(), 0);
+    }
+
+    #[test]
+    fn a_panic_after_forwarding_returns_the_real_result_without_calling_again() {
+        let mut calls = 0;
+        let ret = fail_open(
+            0,
+            || {
+                calls += 1;
+                7
+            },
+            |forward, forwarded| {
+                set_depth(1);
+                *forwarded = Some(forward());
+                panic!("a bug while recording");
+            },
+        );
+        assert_eq!(ret, 7);
+        assert_eq!(calls, 1);
+        assert_eq!(depth(), 0, "depth restored after the panic");
+    }
+
+    #[test]
+    fn without_a_panic_the_stages_decide() {
+        let ret = fail_open(0, || 1, |_f, _fw| 507_000);
+        assert_eq!(ret, 507_000);
+    }
 }

@@ -67,6 +67,15 @@ fn init() -> Option<&'static Runtime> {
         }
         return RUNTIME.get();
     }
+    // A bug in the shim must not print a Rust backtrace into the host's stderr: one line,
+    // then the pipeline forwards the call (see intercept::fail_open).
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        diag::warn!("internal error{at}; the call is forwarded unchanged");
+    }));
     let (config, warnings) = Config::from_lookup(|name| std::env::var(name).ok());
     diag::set_level(config.log);
     for w in &warnings {

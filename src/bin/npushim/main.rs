@@ -75,6 +75,7 @@ struct Cli {
 enum Command {
     /// Run a command with libnpushim.so preloaded; exit with its status
     #[command(
+        override_usage = "npushim run [OPTIONS] -- <CMD>...",
         long_about = "Run a command with libnpushim.so preloaded and exit with its status \
                       (128+N if signal N killed it).\n\n\
                       The library is taken from $NPUSHIM_LIB, else from beside this \
@@ -183,31 +184,42 @@ fn print_stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
+/// One report per file (or one for all with `--combine`). A file that cannot be read is
+/// reported on stderr and the others are still reported; the status is then 2.
 fn report(args: ReportArgs) -> Result<u8, Failure> {
     let groups: Vec<Vec<PathBuf>> = if args.combine {
         vec![args.traces]
     } else {
         args.traces.into_iter().map(|t| vec![t]).collect()
     };
-    let mut first = true;
+    let mut failed = None;
+    let mut printed = 0;
     for group in groups {
         let mut report = report::Report::new();
-        for path in &group {
-            if let Some(warning) = report.add_file(path)? {
-                eprintln!("npushim: {warning}");
+        let mut read = || -> Result<(), Failure> {
+            for path in &group {
+                if let Some(warning) = report.add_file(path)? {
+                    eprintln!("npushim: {warning}");
+                }
             }
+            Ok(())
+        };
+        if let Err(failure) = read() {
+            eprintln!("npushim: {}", failure.message);
+            failed = Some(failure.status);
+            continue;
         }
         let text = if args.json {
             format!("{}\n", report.to_json())
-        } else if first {
+        } else if printed == 0 {
             report.to_text()
         } else {
             format!("\n{}", report.to_text())
         };
         print_stdout(&text)?;
-        first = false;
+        printed += 1;
     }
-    Ok(0)
+    Ok(failed.unwrap_or(0))
 }
 
 fn main() -> ExitCode {
