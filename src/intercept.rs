@@ -8,9 +8,10 @@
 use std::cell::Cell;
 use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::abi::types::Call;
+use crate::abi::types::{Api, Call};
 use crate::check::{self, Mode, RuleSet};
 use crate::fault::Decision;
 use crate::runtime::{self, Runtime};
@@ -22,6 +23,7 @@ thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
+#[cfg(test)]
 fn depth() -> u32 {
     DEPTH.try_with(Cell::get).unwrap_or(0)
 }
@@ -30,8 +32,42 @@ fn set_depth(d: u32) {
     let _ = DEPTH.try_with(|c| c.set(d));
 }
 
-/// Runs one call through the pipeline; `forward` calls the real function.
+/// Set (once, for good) by the first `HcclMemcpyAsync`: only a real HCCL copy re-enters the
+/// shim (its nested `aclrtMemcpyAsync`), so until then every call is at depth 0 and the
+/// thread-local need not be looked up. The flag is written once and only read afterwards,
+/// so it costs the hot path one load of a line that is never contended.
+static NESTING: AtomicBool = AtomicBool::new(false);
+
+/// This thread's depth cell, looked up once per call (each lookup from a shared library is
+/// a `__tls_get_addr` call); `None` while the thread's locals are being torn down.
 #[inline]
+fn depth_cell() -> Option<&'static Cell<u32>> {
+    // SAFETY: the reference is only used during the current call, on this thread, while
+    // the thread is alive; `DEPTH` has no destructor, so its storage outlives every call.
+    DEPTH
+        .try_with(|c| unsafe { &*(c as *const Cell<u32>) })
+        .ok()
+}
+
+/// True when the pipeline has nothing to do for `call`: the shim is initialised, no trace
+/// is being written, no fault rule is active, the call cannot be nested, and it breaks no
+/// rule. Then the export forwards at once, without building the pipeline's state. Pure
+/// comparisons of integers: cannot panic.
+#[inline(always)]
+pub fn nothing_to_do(call: &Call) -> bool {
+    let Some(rt) = runtime::get_initialised() else {
+        return false;
+    };
+    !trace::active()
+        && !runtime::faults_active()
+        && call.api == Api::Acl
+        && !NESTING.load(Ordering::Relaxed)
+        && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
+}
+
+/// Runs one call through the pipeline; `forward` calls the real function. Kept out of
+/// line so that the exports' fast paths stay short.
+#[inline(never)]
 pub fn call(mut call: Call, mut forward: impl FnMut() -> c_int) -> c_int {
     let Some(rt) = runtime::get() else {
         return forward();
@@ -39,9 +75,17 @@ pub fn call(mut call: Call, mut forward: impl FnMut() -> c_int) -> c_int {
     if rt.disabled {
         return forward();
     }
-    call.depth = depth();
+    let cell = if call.api == Api::Hccl || NESTING.load(Ordering::Relaxed) {
+        if !NESTING.load(Ordering::Relaxed) {
+            NESTING.store(true, Ordering::Relaxed);
+        }
+        depth_cell()
+    } else {
+        None
+    };
+    call.depth = cell.map_or(0, Cell::get);
     fail_open(call.depth, forward, |forward, forwarded| {
-        pipeline(rt, &call, forward, forwarded)
+        pipeline(rt, &call, cell, forward, forwarded)
     })
 }
 
@@ -70,11 +114,12 @@ where
 fn pipeline(
     rt: &Runtime,
     call: &Call,
+    depth: Option<&Cell<u32>>,
     forward: &mut impl FnMut() -> c_int,
     forwarded: &mut Option<c_int>,
 ) -> c_int {
     let tracing = trace::active();
-    let start_ns = if tracing { clock::monotonic_ns() } else { 0 };
+    let start = if tracing { clock::now() } else { 0 };
 
     let violations = if rt.check.mode == Mode::Off {
         RuleSet::EMPTY
@@ -96,7 +141,7 @@ fn pipeline(
             Decision::Return(code) => verdict = Some(code),
             Decision::Skip => verdict = Some(0),
             Decision::Delay(ns) => std::thread::sleep(Duration::from_nanos(ns)),
-            Decision::Abort => abort(call, start_ns, violations, tracing),
+            Decision::Abort => abort(call, start, violations, tracing),
             Decision::Forward => {}
         }
     }
@@ -104,18 +149,26 @@ fn pipeline(
     let ret = match verdict {
         Some(code) => code,
         None => {
-            set_depth(call.depth + 1);
+            if let Some(d) = depth {
+                d.set(call.depth + 1);
+            }
             let ret = forward();
-            set_depth(call.depth);
+            if let Some(d) = depth {
+                d.set(call.depth);
+            }
             *forwarded = Some(ret);
             ret
         }
     };
 
     if tracing {
-        let end_ns = clock::monotonic_ns();
         trace::record(&to_record(
-            call, start_ns, end_ns, ret, violations, decision,
+            call,
+            start,
+            clock::now(),
+            ret,
+            violations,
+            decision,
         ));
     }
     ret
@@ -124,16 +177,16 @@ fn pipeline(
 #[inline]
 fn to_record(
     call: &Call,
-    start_ns: u64,
-    end_ns: u64,
+    start: u64,
+    end: u64,
     ret: c_int,
     violations: RuleSet,
     decision: Decision,
 ) -> Record {
     let (fault, fault_arg) = FaultTag::of(decision);
     Record {
-        start_ns,
-        end_ns,
+        start,
+        end,
         dst: call.dst as u64,
         src: call.src as u64,
         stream: call.stream as u64,
@@ -154,16 +207,9 @@ fn to_record(
 
 /// The `abort` task: record the call, get the trace onto disk, say why, abort.
 #[cold]
-fn abort(call: &Call, start_ns: u64, violations: RuleSet, tracing: bool) -> ! {
+fn abort(call: &Call, start: u64, violations: RuleSet, tracing: bool) -> ! {
     if tracing {
-        let rec = to_record(
-            call,
-            start_ns,
-            clock::monotonic_ns(),
-            0,
-            violations,
-            Decision::Abort,
-        );
+        let rec = to_record(call, start, clock::now(), 0, violations, Decision::Abort);
         trace::record(&rec);
         trace::flush_now();
     }

@@ -93,6 +93,15 @@ impl Slot {
         }
     }
 
+    /// The address if it was already resolved (never resolves: for the pass-through path).
+    #[inline]
+    pub fn if_resolved(&self) -> Option<usize> {
+        match self.addr.load(Ordering::Acquire) {
+            UNRESOLVED | MISSING => None,
+            addr => Some(addr),
+        }
+    }
+
     #[cold]
     fn resolve(&self, target: &Target, ours: usize) -> Option<usize> {
         let search = crate::runtime::search();
@@ -207,6 +216,24 @@ pub fn hccl_memcpy_async() -> Option<HcclMemcpyAsyncFn> {
     HCCL_SLOT.get(&HCCL, ours).map(|addr| {
         // SAFETY: `addr` is the non-null address dlsym returned for a symbol whose C ABI
         // signature is exactly `HcclMemcpyAsyncFn` (SPEC §2.2).
+        unsafe { std::mem::transmute::<usize, HcclMemcpyAsyncFn>(addr) }
+    })
+}
+
+/// The real `aclrtMemcpyAsync` if already resolved (no lookup on this path).
+#[inline]
+pub fn acl_memcpy_async_if_resolved() -> Option<AclrtMemcpyAsyncFn> {
+    ACL_SLOT.if_resolved().map(|addr| {
+        // SAFETY: as in `acl_memcpy_async`.
+        unsafe { std::mem::transmute::<usize, AclrtMemcpyAsyncFn>(addr) }
+    })
+}
+
+/// The real `HcclMemcpyAsync` if already resolved (no lookup on this path).
+#[inline]
+pub fn hccl_memcpy_async_if_resolved() -> Option<HcclMemcpyAsyncFn> {
+    HCCL_SLOT.if_resolved().map(|addr| {
+        // SAFETY: as in `hccl_memcpy_async`.
         unsafe { std::mem::transmute::<usize, HcclMemcpyAsyncFn>(addr) }
     })
 }

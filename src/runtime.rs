@@ -45,6 +45,16 @@ static INJECTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 static INITIALISING: AtomicBool = AtomicBool::new(false);
 
+/// Set once at initialisation when `NPUSHIM_DISABLE` asks for a pure pass-through: the
+/// exports test it before doing anything else.
+static PASS_THROUGH: AtomicBool = AtomicBool::new(false);
+
+/// True when the shim is a pure pass-through (one relaxed load).
+#[inline]
+pub fn pass_through() -> bool {
+    PASS_THROUGH.load(Ordering::Relaxed)
+}
+
 /// The runtime, initialised at the first call. `None` only for a call made while the
 /// runtime is being initialised (then the caller just forwards).
 #[inline]
@@ -53,6 +63,12 @@ pub fn get() -> Option<&'static Runtime> {
         Some(rt) => Some(rt),
         None => init(),
     }
+}
+
+/// The runtime if it is already initialised (never initialises: for fast paths).
+#[inline]
+pub fn get_initialised() -> Option<&'static Runtime> {
+    RUNTIME.get()
 }
 
 #[cold]
@@ -110,9 +126,11 @@ fn build(config: &Config) -> Runtime {
         warn_limit: 5,
     };
     if config.disable {
+        PASS_THROUGH.store(true, Ordering::Relaxed);
         diag::info!("NPUSHIM_DISABLE is set: pure pass-through");
         return rt;
     }
+    trace::clock::init();
     let seed = config.seed.unwrap_or_else(random_seed);
     SEED.store(seed, Ordering::Relaxed);
     let mut faults_text = String::new();

@@ -584,6 +584,12 @@ fn report_several_files_one_report_each_or_combined() {
 
     let output = tool(&["report", &a, &b]);
     assert_eq!(stdout(&output).matches("npushim report: ").count(), 2);
+
+    // A bad file among several: the others are still reported, the status says it failed.
+    let output = tool(&["report", "--json", &a, "/nonexistent/x.json", &b]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(json_lines(&output).len(), 2);
+    assert_eq!(stderr(&output).lines().count(), 1);
 }
 
 // ---------------------------------------------------------------- merge

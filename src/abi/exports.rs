@@ -7,8 +7,8 @@
 use std::ffi::{c_int, c_void};
 
 use super::types::{AclError, Api, Call, HcclResult};
-use crate::intercept;
 use crate::real::{self, AclrtMemcpyAsyncFn, HcclMemcpyAsyncFn};
+use crate::{intercept, runtime};
 
 /// `aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count,
 /// aclrtMemcpyKind kind, aclrtStream stream)`
@@ -33,9 +33,38 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
         stream: stream as usize,
         ..Call::new(Api::Acl)
     };
-    intercept::call(call, || match real::acl_memcpy_async() {
+    // Pass-through, or a clean call with nothing to record: a few loads and compares, then
+    // a tail call; nothing is spilled on these paths.
+    if runtime::pass_through() || intercept::nothing_to_do(&call) {
+        if let Some(f) = real::acl_memcpy_async_if_resolved() {
+            // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
+            return unsafe { f(dst, destMax, src, count, kind, stream) };
+        }
+    }
+    acl_pipeline(dst, destMax, src, count, kind, stream)
+}
+
+#[inline(never)]
+fn acl_pipeline(
+    dst: *mut c_void,
+    dest_max: usize,
+    src: *const c_void,
+    count: usize,
+    kind: c_int,
+    stream: *mut c_void,
+) -> AclError {
+    let call = Call {
+        dst: dst as usize,
+        src: src as usize,
+        dest_max: dest_max as u64,
+        count: count as u64,
+        kind,
+        stream: stream as usize,
+        ..Call::new(Api::Acl)
+    };
+    intercept::call(call, move || match real::acl_memcpy_async() {
         // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
-        Some(f) => unsafe { f(dst, destMax, src, count, kind, stream) },
+        Some(f) => unsafe { f(dst, dest_max, src, count, kind, stream) },
         None => real::ACL.missing_code,
     })
 }
@@ -62,31 +91,75 @@ pub unsafe extern "C" fn HcclMemcpyAsync(
     remoteUserRank: u32,
     linkType: c_int,
 ) -> HcclResult {
+    if runtime::pass_through() {
+        if let Some(f) = real::hccl_memcpy_async_if_resolved() {
+            // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
+            return unsafe {
+                f(
+                    dispatcherPtr,
+                    dst,
+                    destMax,
+                    src,
+                    count,
+                    kind,
+                    stream,
+                    remoteUserRank,
+                    linkType,
+                )
+            };
+        }
+    }
+    hccl_intercepted(
+        dispatcherPtr,
+        dst,
+        destMax,
+        src,
+        count,
+        kind,
+        stream,
+        remoteUserRank,
+        linkType,
+    )
+}
+
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn hccl_intercepted(
+    dispatcher: *mut c_void,
+    dst: *mut c_void,
+    dest_max: u64,
+    src: *const c_void,
+    count: u64,
+    kind: c_int,
+    stream: *mut c_void,
+    remote_user_rank: u32,
+    link_type: c_int,
+) -> HcclResult {
     let call = Call {
         dst: dst as usize,
         src: src as usize,
-        dest_max: destMax,
+        dest_max,
         count,
         kind,
         stream: stream as usize,
-        dispatcher: dispatcherPtr as usize,
-        remote_rank: remoteUserRank,
-        link: linkType,
+        dispatcher: dispatcher as usize,
+        remote_rank: remote_user_rank,
+        link: link_type,
         ..Call::new(Api::Hccl)
     };
-    intercept::call(call, || match real::hccl_memcpy_async() {
+    intercept::call(call, move || match real::hccl_memcpy_async() {
         // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
         Some(f) => unsafe {
             f(
-                dispatcherPtr,
+                dispatcher,
                 dst,
-                destMax,
+                dest_max,
                 src,
                 count,
                 kind,
                 stream,
-                remoteUserRank,
-                linkType,
+                remote_user_rank,
+                link_type,
             )
         },
         None => real::HCCL.missing_code,

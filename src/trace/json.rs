@@ -7,6 +7,7 @@
 use crate::abi::types::{Api, Kind, decode_kind, decode_link};
 use crate::check::RuleSet;
 
+use super::clock::Calibration;
 use super::record::{FaultTag, Record};
 
 /// An output buffer with the few JSON primitives the trace needs.
@@ -156,8 +157,10 @@ impl Json {
     }
 
     /// The `X` event of one call, then its instant events (violations, fault).
-    pub fn call(&mut self, rec: &Record, pid: u32, tid: i32) {
+    pub fn call(&mut self, rec: &Record, pid: u32, tid: i32, clock: &Calibration) {
         let api = rec.api();
+        let start_ns = clock.to_ns(rec.start);
+        let end_ns = clock.to_ns(rec.end);
         self.begin();
         self.raw("{\"ph\":\"X\",\"name\":\"");
         self.raw(api.symbol());
@@ -166,9 +169,9 @@ impl Json {
         self.raw("\",");
         self.ids(pid, tid);
         self.raw(",\"ts\":");
-        self.micros(rec.start_ns);
+        self.micros(start_ns);
         self.raw(",\"dur\":");
-        self.micros(rec.end_ns.saturating_sub(rec.start_ns));
+        self.micros(end_ns.saturating_sub(start_ns));
         self.raw(",\"args\":{");
         if api == Api::Hccl {
             self.raw("\"dispatcher\":");
@@ -225,7 +228,7 @@ impl Json {
         self.end();
 
         for rule in violations.iter() {
-            self.instant("violation:", rule.name(), api, rec, pid, tid, None);
+            self.instant("violation:", rule.name(), api, start_ns, pid, tid, None);
         }
         if fault != FaultTag::None {
             let decision = fault.decision(rec.fault_arg);
@@ -233,7 +236,7 @@ impl Json {
                 "fault:",
                 decision.task(),
                 api,
-                rec,
+                start_ns,
                 pid,
                 tid,
                 Some(&action[..action_len]),
@@ -247,7 +250,7 @@ impl Json {
         prefix: &str,
         what: &str,
         api: Api,
-        rec: &Record,
+        start_ns: u64,
         pid: u32,
         tid: i32,
         action: Option<&[u8]>,
@@ -261,7 +264,7 @@ impl Json {
         self.raw("\",");
         self.ids(pid, tid);
         self.raw(",\"ts\":");
-        self.micros(rec.start_ns);
+        self.micros(start_ns);
         self.raw(",\"args\":{\"call\":\"");
         self.raw(api.symbol());
         self.buf.push(b'"');
@@ -278,6 +281,9 @@ impl Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ticks are nanoseconds when the TSC is not in use.
+    const IDENTITY: Calibration = Calibration::IDENTITY;
 
     fn parse_lines(buf: &[u8]) -> Vec<serde_json::Value> {
         let mut text = String::from_utf8(buf.to_vec()).unwrap();
@@ -311,8 +317,8 @@ mod tests {
         let mut j = Json::default();
         j.metadata("process_name", 7, 7, "{\"name\":\"p\"}");
         let rec = Record {
-            start_ns: 1_000_500,
-            end_ns: 1_002_750,
+            start: 1_000_500,
+            end: 1_002_750,
             dst: 0x1000,
             src: 0x2040,
             stream: 0xabc,
@@ -325,7 +331,7 @@ mod tests {
             depth: 1,
             ..Record::default()
         };
-        j.call(&rec, 7, 8);
+        j.call(&rec, 7, 8, &IDENTITY);
         let v = parse_lines(&j.buf);
         assert_eq!(v.len(), 3);
         let x = &v[1];
@@ -360,7 +366,7 @@ mod tests {
             fault_arg: arg,
             ..Record::default()
         };
-        j.call(&rec, 1, 1);
+        j.call(&rec, 1, 1, &IDENTITY);
         let v = parse_lines(&j.buf);
         let a = &v[0]["args"];
         assert_eq!(a["dispatcher"], "0x99");

@@ -15,46 +15,59 @@ use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-use super::record::{FIELDS, Record, set_field};
+use super::record::{Record, Shape, set_field};
 use super::{Settings, writer};
 use crate::sync::FlagLock;
 
-/// The metadata of the callsites whose events are calls, one per API (each checked field
-/// by field once, when `tracing` registers it).
-static CALL_CALLSITES: [AtomicPtr<Metadata<'static>>; 2] =
-    [const { AtomicPtr::new(ptr::null_mut()) }; 2];
+/// The metadata of the callsites whose events are calls, one per [`Shape`] (each checked
+/// field by field once, when `tracing` registers it).
+static CALL_CALLSITES: [AtomicPtr<Metadata<'static>>; 4] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; 4];
 
 /// npushim's layer: `tracing` event → fixed-size record → per-thread ring.
 pub struct NativeLayer;
 
-struct RecordVisitor<'a>(&'a mut Record);
+struct RecordVisitor<'a>(&'a mut Record, Shape);
 
 impl Visit for RecordVisitor<'_> {
     #[inline]
     fn record_u64(&mut self, field: &Field, value: u64) {
-        set_field(self.0, field.index(), value);
+        set_field(self.0, self.1, field.index(), value as u128);
     }
 
     #[inline]
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        set_field(self.0, field.index(), value as u64);
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        set_field(self.0, self.1, field.index(), value);
     }
 
     fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
 }
 
-/// True if `meta` is the call event with exactly the fields of [`FIELDS`], in order.
-fn is_call_callsite(meta: &Metadata<'_>) -> bool {
-    meta.target() == "npushim::call"
-        && meta.fields().len() == FIELDS.len()
-        && meta.fields().iter().zip(FIELDS).all(|(f, n)| f.name() == n)
+/// The shape of a call event's callsite (its name and exactly its fields, in order).
+fn call_shape(meta: &Metadata<'_>) -> Option<Shape> {
+    if meta.target() != "npushim::call" {
+        return None;
+    }
+    let hccl = match meta.name() {
+        "aclrtMemcpyAsync" => false,
+        "HcclMemcpyAsync" => true,
+        _ => return None,
+    };
+    Shape::ALL.into_iter().find(|shape| {
+        matches!(shape, Shape::Hccl | Shape::HcclFault) == hccl
+            && meta.fields().len() == shape.fields().len()
+            && meta
+                .fields()
+                .iter()
+                .zip(shape.fields())
+                .all(|(f, n)| f.name() == *n)
+    })
 }
 
 impl<S: Subscriber> Layer<S> for NativeLayer {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        if is_call_callsite(meta) {
-            let slot = usize::from(meta.name() == "HcclMemcpyAsync");
-            CALL_CALLSITES[slot].store(meta as *const _ as *mut _, Ordering::Release);
+        if let Some(shape) = call_shape(meta) {
+            CALL_CALLSITES[shape as usize].store(meta as *const _ as *mut _, Ordering::Release);
         }
         tracing::subscriber::Interest::always()
     }
@@ -62,14 +75,14 @@ impl<S: Subscriber> Layer<S> for NativeLayer {
     #[inline]
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata() as *const Metadata<'static>;
-        if !CALL_CALLSITES
-            .iter()
-            .any(|c| ptr::eq(meta, c.load(Ordering::Relaxed)))
-        {
+        let Some(shape) = Shape::ALL
+            .into_iter()
+            .find(|s| ptr::eq(meta, CALL_CALLSITES[*s as usize].load(Ordering::Relaxed)))
+        else {
             return;
-        }
+        };
         let mut rec = Record::default();
-        event.record(&mut RecordVisitor(&mut rec));
+        event.record(&mut RecordVisitor(&mut rec, shape));
         super::push(&rec);
     }
 }

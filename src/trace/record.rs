@@ -56,9 +56,9 @@ impl FaultTag {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Record {
-    /// CLOCK_MONOTONIC ns at entry and at return.
-    pub start_ns: u64,
-    pub end_ns: u64,
+    /// Raw clock ticks ([`super::clock::now`]) at entry and at return.
+    pub start: u64,
+    pub end: u64,
     pub dst: u64,
     pub src: u64,
     pub stream: u64,
@@ -88,78 +88,108 @@ impl Record {
     }
 }
 
-/// The fields of the `tracing` event each call emits, in declaration order; the layer
-/// verifies a callsite against this table once and then decodes by index.
-pub const FIELDS: [&str; 17] = [
-    "api",
-    "start_ns",
-    "end_ns",
-    "dst",
-    "src",
-    "stream",
-    "dispatcher",
-    "dest_max",
-    "count",
-    "kind",
-    "link",
-    "ret",
-    "remote_rank",
-    "depth",
-    "violations",
-    "fault",
-    "fault_arg",
-];
+/// The `tracing` event of a call carries its arguments as a few typed integer fields, each
+/// packing a natural pair: every field visit costs two dynamic calls in `tracing-core`, so
+/// five fields instead of seventeen is most of the difference between a recorder that fits
+/// the per-call budget and one that does not (measured with callgrind: see BENCHMARKS.md).
+///
+/// | field | type | layout |
+/// |---|---|---|
+/// | `time` | u128 | start tick (high 64 bits), end tick (low 64) |
+/// | `addrs` | u128 | dst (high), src (low) |
+/// | `sizes` | u128 | destMax (high), count (low) |
+/// | `stream` | u64 | the stream argument |
+/// | `call` | u128 | bits 0–7 api, 8–15 depth, 16–23 violations, 24–31 fault, 32–63 kind, 64–95 ret |
+/// | `peer` | u128 | HCCL only: dispatcher (high), remoteUserRank (bits 32–63), linkType (bits 0–31) |
+/// | `fault_arg` | u64 | only when a fault was injected: its code or delay |
+///
+/// There are four shapes of the call event: API × whether a fault was injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Acl = 0,
+    AclFault = 1,
+    Hccl = 2,
+    HcclFault = 3,
+}
 
-/// Stores field number `index` of [`FIELDS`] into `rec`.
+impl Shape {
+    /// The field list of this shape.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Shape::Acl => &["time", "addrs", "sizes", "stream", "call"],
+            Shape::AclFault => &["time", "addrs", "sizes", "stream", "call", "fault_arg"],
+            Shape::Hccl => &["time", "addrs", "sizes", "stream", "call", "peer"],
+            Shape::HcclFault => &[
+                "time",
+                "addrs",
+                "sizes",
+                "stream",
+                "call",
+                "peer",
+                "fault_arg",
+            ],
+        }
+    }
+
+    pub const ALL: [Shape; 4] = [Shape::Acl, Shape::AclFault, Shape::Hccl, Shape::HcclFault];
+}
+
+fn hi(v: u128) -> u64 {
+    (v >> 64) as u64
+}
+
+fn lo(v: u128) -> u64 {
+    v as u64
+}
+
+fn pair(high: u64, low: u64) -> u128 {
+    (high as u128) << 64 | low as u128
+}
+
+/// Stores field number `index` of an event of `shape` into `rec`.
 #[inline]
-pub fn set_field(rec: &mut Record, index: usize, v: u64) {
-    match index {
-        0 => rec.api = v as u8,
-        1 => rec.start_ns = v,
-        2 => rec.end_ns = v,
-        3 => rec.dst = v,
-        4 => rec.src = v,
-        5 => rec.stream = v,
-        6 => rec.dispatcher = v,
-        7 => rec.dest_max = v,
-        8 => rec.count = v,
-        9 => rec.kind = v as i32,
-        10 => rec.link = v as i32,
-        11 => rec.ret = v as i32,
-        12 => rec.remote_rank = v as u32,
-        13 => rec.depth = v as u8,
-        14 => rec.violations = v as u8,
-        15 => rec.fault = v as u8,
-        16 => rec.fault_arg = v,
+pub fn set_field(rec: &mut Record, shape: Shape, index: usize, v: u128) {
+    match (index, shape) {
+        (0, _) => (rec.start, rec.end) = (hi(v), lo(v)),
+        (1, _) => (rec.dst, rec.src) = (hi(v), lo(v)),
+        (2, _) => (rec.dest_max, rec.count) = (hi(v), lo(v)),
+        (3, _) => rec.stream = lo(v),
+        (4, _) => {
+            rec.api = v as u8;
+            rec.depth = (v >> 8) as u8;
+            rec.violations = (v >> 16) as u8;
+            rec.fault = (v >> 24) as u8;
+            rec.kind = (v >> 32) as u32 as i32;
+            rec.ret = (v >> 64) as u32 as i32;
+        }
+        (5, Shape::AclFault) | (6, Shape::HcclFault) => rec.fault_arg = lo(v),
+        (5, Shape::Hccl | Shape::HcclFault) => {
+            rec.dispatcher = hi(v);
+            rec.remote_rank = (v >> 32) as u32;
+            rec.link = v as u32 as i32;
+        }
         _ => {}
     }
 }
 
-/// One `tracing` event with the record's fields, named after the API (so sinks that show
-/// event names, like `tracing-chrome`, label calls properly).
+/// One `tracing` event of the given shape, named after the API.
 macro_rules! call_event {
-    ($name:literal, $rec:expr) => {
+    ($name:literal, $rec:expr $(, $extra:ident = $value:expr)*) => {
         tracing::event!(
             name: $name,
             target: "npushim::call",
             tracing::Level::INFO,
-            api = $rec.api as u64,
-            start_ns = $rec.start_ns,
-            end_ns = $rec.end_ns,
-            dst = $rec.dst,
-            src = $rec.src,
+            time = pair($rec.start, $rec.end),
+            addrs = pair($rec.dst, $rec.src),
+            sizes = pair($rec.dest_max, $rec.count),
             stream = $rec.stream,
-            dispatcher = $rec.dispatcher,
-            dest_max = $rec.dest_max,
-            count = $rec.count,
-            kind = $rec.kind as i64,
-            link = $rec.link as i64,
-            ret = $rec.ret as i64,
-            remote_rank = $rec.remote_rank as u64,
-            depth = $rec.depth as u64,
-            violations = $rec.violations as u64,
-            fault = $rec.fault as u64,
-            fault_arg = $rec.fault_arg,
+            call = $rec.api as u128
+                | ($rec.depth as u128) << 8
+                | ($rec.violations as u128) << 16
+                | ($rec.fault as u128) << 24
+                | ($rec.kind as u32 as u128) << 32
+                | ($rec.ret as u32 as u128) << 64,
+            $($extra = $value,)*
         )
     };
 }
@@ -167,9 +197,22 @@ macro_rules! call_event {
 /// Emits the `tracing` event for one call; the active layer turns it into a record.
 #[inline]
 pub fn emit(rec: &Record) {
-    match rec.api() {
-        Api::Acl => call_event!("aclrtMemcpyAsync", rec),
-        Api::Hccl => call_event!("HcclMemcpyAsync", rec),
+    let peer = || {
+        pair(
+            rec.dispatcher,
+            (rec.remote_rank as u64) << 32 | rec.link as u32 as u64,
+        )
+    };
+    match (rec.api(), rec.fault != 0) {
+        (Api::Acl, false) => call_event!("aclrtMemcpyAsync", rec),
+        (Api::Acl, true) => call_event!("aclrtMemcpyAsync", rec, fault_arg = rec.fault_arg),
+        (Api::Hccl, false) => call_event!("HcclMemcpyAsync", rec, peer = peer()),
+        (Api::Hccl, true) => call_event!(
+            "HcclMemcpyAsync",
+            rec,
+            peer = peer(),
+            fault_arg = rec.fault_arg
+        ),
     }
 }
 

@@ -283,7 +283,7 @@ mod tests {
 
     fn rec(i: u64) -> Record {
         Record {
-            start_ns: i,
+            start: i,
             ..Record::default()
         }
     }
@@ -297,12 +297,12 @@ mod tests {
         assert_eq!(ring.try_push(&rec(0)), None);
         let mut next = 0;
         let n = ring.drain(10, |r| {
-            assert_eq!(r.start_ns, next);
+            assert_eq!(r.start, next);
             next += 1;
         });
         assert_eq!(n, 10);
         let n = ring.drain(u64::MAX, |r| {
-            assert_eq!(r.start_ns, next);
+            assert_eq!(r.start, next);
             next += 1;
         });
         assert_eq!(n, CAPACITY as u64 - 10);
@@ -324,7 +324,7 @@ mod tests {
         let mut next = 0;
         while next < N {
             ring.drain(1000, |r| {
-                assert_eq!(r.start_ns, next);
+                assert_eq!(r.start, next);
                 next += 1;
             });
         }

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::clock::Anchor;
+use super::clock::{Anchor, Calibration};
 use super::json::Json;
 use super::{FLUSH_INTERVAL, KICK, Settings, file, ring};
 use crate::sync::FlagLock;
@@ -138,6 +138,7 @@ impl Writer {
         if self.fd < 0 {
             return;
         }
+        let clock = Calibration::now();
         for ring in ring::all() {
             if ring.pending() > 0 {
                 let tid = ring.tid();
@@ -153,7 +154,7 @@ impl Writer {
                 }
                 loop {
                     let (json, pid) = (&mut self.json, self.pid);
-                    let n = ring.drain(DRAIN_BATCH, |rec| json.call(rec, pid, tid));
+                    let n = ring.drain(DRAIN_BATCH, |rec| json.call(rec, pid, tid, &clock));
                     self.spans += n;
                     super::note_progress();
                     if self.json.buf.len() >= BUF_LIMIT && !self.flush_buf() {
@@ -225,6 +226,8 @@ pub fn start(settings: &Settings) -> bool {
     meta.micros(anchor.monotonic_ns);
     meta.raw(",\"realtime_us\":");
     meta.micros(anchor.realtime_ns);
+    meta.raw(",\"source\":");
+    meta.string(super::clock::source());
     meta.raw("},\"config\":");
     meta.raw(&settings.config_json);
     meta.raw("}");

@@ -1,0 +1,222 @@
+/*
+ * harness.c - per-call overhead benchmark for aclrtMemcpyAsync.
+ *
+ * Calls aclrtMemcpyAsync in a tight loop through the PLT, on one or more
+ * threads, and prints one machine-readable line per run:
+ *
+ *   threads=1 calls=20000000 ns_per_call=1.52 ns_min=1.52 ns_max=1.52 cpu_ns_per_call=1.50 ...
+ *
+ * `calls` is per thread; `ns_per_call` is each thread's own loop time
+ * (CLOCK_MONOTONIC) divided by its calls, averaged over the threads (ns_min /
+ * ns_max: the fastest and slowest thread).  `cpu_ns_per_call` is the same with
+ * each thread's CPU time (CLOCK_THREAD_CPUTIME_ID): it leaves out the time the
+ * thread was preempted or asleep, so it is steadier on a busy machine, and it
+ * also leaves out any time an interposer makes the caller wait.  Linked against the no-op libascendcl.so from
+ * tests/bench/noop_acl.c, so without LD_PRELOAD it measures the bare PLT call;
+ * with an interposer in LD_PRELOAD the difference is the interposer's cost.
+ *
+ * The arguments are valid-looking (64-byte aligned, count <= destMax,
+ * HOST_TO_DEVICE, non-NULL stream) so a checking interposer takes its common
+ * path; nothing ever dereferences them.
+ *
+ * Usage: harness [--calls N] [--threads T] [--warmup N] [--rss]
+ *   --rss  also print the process's peak resident set (VmHWM) after the run.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "acl/acl.h"
+
+/* Host-side buffers the copies "use": aligned as the runtime requires. */
+enum { BUF_BYTES = 4096, COPY_BYTES = 1024, MAX_THREADS = 64 };
+static unsigned char src_buf[MAX_THREADS][BUF_BYTES] __attribute__((aligned(64)));
+static unsigned char dst_buf[MAX_THREADS][BUF_BYTES] __attribute__((aligned(64)));
+static char stream_token[MAX_THREADS][64] __attribute__((aligned(64)));
+
+struct worker {
+    pthread_t thread;
+    int index;
+    uint64_t calls;
+    uint64_t warmup;
+    pthread_barrier_t *start;
+    uint64_t loop_ns;
+    uint64_t loop_cpu_ns;
+    uint64_t errors;
+};
+
+static uint64_t now_ns(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The measured loop.  noinline keeps it one clear unit for profilers; the
+ * empty asm with a memory clobber stops the compiler from assuming anything
+ * about memory across iterations. */
+static __attribute__((noinline)) uint64_t copy_loop(uint64_t n, void *dst, const void *src, aclrtStream stream)
+{
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        aclError ret = aclrtMemcpyAsync(dst, BUF_BYTES, src, COPY_BYTES, ACL_MEMCPY_HOST_TO_DEVICE, stream);
+        errors += (ret != ACL_SUCCESS);
+        __asm__ volatile("" ::: "memory");
+    }
+    return errors;
+}
+
+static void *run_worker(void *arg)
+{
+    struct worker *w = arg;
+    void *dst = dst_buf[w->index];
+    const void *src = src_buf[w->index];
+    aclrtStream stream = stream_token[w->index];
+
+    /* Warm-up: first-call initialisation (symbol resolution, an interposer's
+     * lazy setup, trace file creation, per-thread buffers) and caches. */
+    copy_loop(w->warmup, dst, src, stream);
+
+    pthread_barrier_wait(w->start);
+    uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+    uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+    w->errors = copy_loop(w->calls, dst, src, stream);
+    uint64_t t1 = now_ns(CLOCK_MONOTONIC);
+    uint64_t c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+    w->loop_ns = t1 - t0;
+    w->loop_cpu_ns = c1 - c0;
+    return NULL;
+}
+
+static long status_kb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return -1;
+    char line[256];
+    size_t klen = strlen(key);
+    long value = -1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            value = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return value;
+}
+
+static uint64_t parse_count(const char *opt, const char *s)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s) {
+        fprintf(stderr, "harness: %s expects a number, got '%s'\n", opt, s);
+        exit(2);
+    }
+    if (*end == 'k' || *end == 'K') {
+        v *= 1000ull;
+        end++;
+    } else if (*end == 'm' || *end == 'M') {
+        v *= 1000000ull;
+        end++;
+    }
+    if (*end != '\0') {
+        fprintf(stderr, "harness: %s expects a number (K/M suffix allowed), got '%s'\n", opt, s);
+        exit(2);
+    }
+    return v;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: harness [--calls N] [--threads T] [--warmup N] [--rss]\n"
+                 "  --calls N    calls per thread in the measured loop (default 20M; K/M suffixes)\n"
+                 "  --threads T  threads calling concurrently (default 1, max %d)\n"
+                 "  --warmup N   calls per thread before timing (default min(calls/10, 1M))\n"
+                 "  --rss        print the peak resident set (VmHWM) after the run\n",
+            MAX_THREADS);
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t calls = 20000000;
+    uint64_t warmup = UINT64_MAX;
+    long threads = 1;
+    int want_rss = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--calls") == 0 && i + 1 < argc) {
+            calls = parse_count(a, argv[++i]);
+        } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
+            threads = (long)parse_count(a, argv[++i]);
+        } else if (strcmp(a, "--warmup") == 0 && i + 1 < argc) {
+            warmup = parse_count(a, argv[++i]);
+        } else if (strcmp(a, "--rss") == 0) {
+            want_rss = 1;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "harness: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (calls == 0 || threads < 1 || threads > MAX_THREADS) {
+        fprintf(stderr, "harness: need --calls >= 1 and 1 <= --threads <= %d\n", MAX_THREADS);
+        return 2;
+    }
+    if (warmup == UINT64_MAX)
+        warmup = calls / 10 < 1000000 ? calls / 10 : 1000000;
+
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    struct worker workers[MAX_THREADS];
+    for (long t = 0; t < threads; t++) {
+        workers[t] = (struct worker){
+            .index = (int)t,
+            .calls = calls,
+            .warmup = warmup,
+            .start = &start,
+        };
+        int rc = pthread_create(&workers[t].thread, NULL, run_worker, &workers[t]);
+        if (rc != 0) {
+            fprintf(stderr, "harness: pthread_create: %s\n", strerror(rc));
+            return 1;
+        }
+    }
+    double sum = 0, min = 0, max = 0, cpu_sum = 0;
+    uint64_t errors = 0;
+    for (long t = 0; t < threads; t++) {
+        pthread_join(workers[t].thread, NULL);
+        double ns = (double)workers[t].loop_ns / (double)calls;
+        sum += ns;
+        min = (t == 0 || ns < min) ? ns : min;
+        max = (t == 0 || ns > max) ? ns : max;
+        cpu_sum += (double)workers[t].loop_cpu_ns / (double)calls;
+        errors += workers[t].errors;
+    }
+    pthread_barrier_destroy(&start);
+
+    /* Wall-clock instant the loops ended, so a caller can time what happens
+     * between here and process exit (e.g. an interposer's final flush). */
+    uint64_t end_realtime = now_ns(CLOCK_REALTIME);
+
+    printf("threads=%ld calls=%" PRIu64 " ns_per_call=%.3f ns_min=%.3f ns_max=%.3f cpu_ns_per_call=%.3f"
+           " errors=%" PRIu64 " end_realtime_ns=%" PRIu64,
+           threads, calls, sum / (double)threads, min, max, cpu_sum / (double)threads, errors, end_realtime);
+    if (want_rss)
+        printf(" vmhwm_kb=%ld vmrss_kb=%ld", status_kb("VmHWM"), status_kb("VmRSS"));
+    printf("\n");
+    fflush(stdout);
+    return errors == 0 ? 0 : 1;
+}
