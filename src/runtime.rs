@@ -14,6 +14,7 @@ use crate::config::{Config, Sink};
 use crate::fault::{Decision, FaultSpec};
 use crate::real::Search;
 use crate::sync::FlagLock;
+use crate::trace::json::Out;
 use crate::{diag, trace};
 
 /// What the pipeline needs on every call, fixed after initialisation.

@@ -10,82 +10,114 @@ use crate::check::RuleSet;
 use super::clock::Calibration;
 use super::record::{FaultTag, Record};
 
+/// Where formatted bytes go: the writer's output buffer, or a stack line being built.
+pub trait Out {
+    fn put(&mut self, bytes: &[u8]);
+
+    #[inline]
+    fn raw(&mut self, s: &str) {
+        self.put(s.as_bytes());
+    }
+
+    #[inline]
+    fn u64(&mut self, v: u64) {
+        self.put(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    #[inline]
+    fn i64(&mut self, v: i64) {
+        self.put(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    /// `"0x…"`, lower-case, no leading zeros.
+    #[inline]
+    fn hex(&mut self, v: u64) {
+        let mut tmp = [0u8; 19];
+        let digits = (16 - (v | 1).leading_zeros() as usize / 4).max(1);
+        tmp[0] = b'"';
+        tmp[1] = b'0';
+        tmp[2] = b'x';
+        for i in 0..digits {
+            tmp[2 + digits - i] = HEX[((v >> (4 * i)) & 15) as usize];
+        }
+        tmp[3 + digits] = b'"';
+        self.put(&tmp[..4 + digits]);
+    }
+
+    /// Nanoseconds as microseconds with three decimals (exact, no float rounding).
+    #[inline]
+    fn micros(&mut self, ns: u64) {
+        self.u64(ns / 1000);
+        let frac = ns % 1000;
+        self.put(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// One event line built on the stack, appended to the output with a single copy.
+struct Line {
+    buf: [u8; LINE_MAX],
+    len: usize,
+}
+
+/// No event line is longer (the longest, an HCCL span breaking every rule with a fault,
+/// is about 600 bytes).
+const LINE_MAX: usize = 1024;
+
+impl Out for Line {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+    }
+}
+
 /// An output buffer with the few JSON primitives the trace needs.
-#[derive(Default)]
 pub struct Json {
     pub buf: Vec<u8>,
     /// Events written so far (decides between `[` and `,`).
     pub events: u64,
+    /// Scratch space for one span line, reused (so it is never zeroed per event).
+    line: Box<Line>,
+}
+
+impl Default for Json {
+    fn default() -> Self {
+        Json::with_capacity(0)
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl Out for Json {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+}
 
 impl Json {
     pub fn with_capacity(n: usize) -> Json {
         Json {
             buf: Vec::with_capacity(n),
             events: 0,
+            line: Box::new(Line {
+                buf: [0; LINE_MAX],
+                len: 0,
+            }),
         }
-    }
-
-    #[inline]
-    pub fn raw(&mut self, s: &str) {
-        self.buf.extend_from_slice(s.as_bytes());
-    }
-
-    #[inline]
-    pub fn u64(&mut self, mut v: u64) {
-        let mut tmp = [0u8; 20];
-        let mut i = tmp.len();
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.buf.extend_from_slice(&tmp[i..]);
-    }
-
-    #[inline]
-    pub fn i64(&mut self, v: i64) {
-        if v < 0 {
-            self.buf.push(b'-');
-        }
-        self.u64(v.unsigned_abs());
-    }
-
-    /// `"0x…"`, lower-case, no leading zeros.
-    #[inline]
-    pub fn hex(&mut self, v: u64) {
-        let mut tmp = [0u8; 16];
-        let mut i = tmp.len();
-        let mut x = v;
-        loop {
-            i -= 1;
-            tmp[i] = HEX[(x & 15) as usize];
-            x >>= 4;
-            if x == 0 {
-                break;
-            }
-        }
-        self.buf.extend_from_slice(b"\"0x");
-        self.buf.extend_from_slice(&tmp[i..]);
-        self.buf.push(b'"');
-    }
-
-    /// Nanoseconds as microseconds with three decimals (exact, no float rounding).
-    #[inline]
-    pub fn micros(&mut self, ns: u64) {
-        self.u64(ns / 1000);
-        let frac = ns % 1000;
-        self.buf.extend_from_slice(&[
-            b'.',
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ]);
     }
 
     /// A JSON string with escaping.
@@ -112,25 +144,23 @@ impl Json {
         self.buf.push(b'"');
     }
 
+    /// The byte that starts the next event line: `[` for the first, `,` after.
+    #[inline]
+    fn lead(&mut self) -> u8 {
+        self.events += 1;
+        if self.events == 1 { b'[' } else { b',' }
+    }
+
     /// Starts an event line.
     #[inline]
     pub fn begin(&mut self) {
-        self.buf.push(if self.events == 0 { b'[' } else { b',' });
-        self.events += 1;
+        let lead = self.lead();
+        self.buf.push(lead);
     }
 
     #[inline]
     fn end(&mut self) {
         self.buf.extend_from_slice(b"}\n");
-    }
-
-    /// `"pid":P,"tid":T`
-    #[inline]
-    fn ids(&mut self, pid: u32, tid: i32) {
-        self.raw("\"pid\":");
-        self.u64(pid as u64);
-        self.raw(",\"tid\":");
-        self.i64(tid as i64);
     }
 
     /// A metadata event; `args` is already-serialised JSON object text.
@@ -139,93 +169,85 @@ impl Json {
         self.raw("{\"ph\":\"M\",\"name\":");
         self.string(name);
         self.buf.push(b',');
-        self.ids(pid, tid);
+        ids(self, pid, tid);
         self.raw(",\"args\":");
         self.raw(args);
         self.end();
     }
 
-    fn kind(&mut self, k: Kind) {
-        match k {
-            Kind::Named(n) => {
-                self.buf.push(b'"');
-                self.raw(n);
-                self.buf.push(b'"');
-            }
-            Kind::Unknown(v) => self.i64(v as i64),
-        }
-    }
-
-    /// The `X` event of one call, then its instant events (violations, fault).
+    /// The `X` event of one call, then its instant events (violations, fault): each line
+    /// is built on the stack and appended with one copy.
     pub fn call(&mut self, rec: &Record, pid: u32, tid: i32, clock: &Calibration) {
         let api = rec.api();
         let start_ns = clock.to_ns(rec.start);
         let end_ns = clock.to_ns(rec.end);
-        self.begin();
-        self.raw("{\"ph\":\"X\",\"name\":\"");
-        self.raw(api.symbol());
-        self.raw("\",\"cat\":\"");
-        self.raw(api.category());
-        self.raw("\",");
-        self.ids(pid, tid);
-        self.raw(",\"ts\":");
-        self.micros(start_ns);
-        self.raw(",\"dur\":");
-        self.micros(end_ns.saturating_sub(start_ns));
-        self.raw(",\"args\":{");
+        let lead = self.lead();
+        let l = &mut *self.line;
+        l.len = 0;
+        l.put(&[lead]);
+        l.put(match api {
+            Api::Acl => b"{\"ph\":\"X\",\"name\":\"aclrtMemcpyAsync\",\"cat\":\"acl\",",
+            Api::Hccl => b"{\"ph\":\"X\",\"name\":\"HcclMemcpyAsync\",\"cat\":\"hccl\",",
+        });
+        ids(l, pid, tid);
+        l.put(b",\"ts\":");
+        l.micros(start_ns);
+        l.put(b",\"dur\":");
+        l.micros(end_ns.saturating_sub(start_ns));
+        l.put(b",\"args\":{");
         if api == Api::Hccl {
-            self.raw("\"dispatcher\":");
-            self.hex(rec.dispatcher);
-            self.buf.push(b',');
+            l.put(b"\"dispatcher\":");
+            l.hex(rec.dispatcher);
+            l.put(b",");
         }
-        self.raw("\"dst\":");
-        self.hex(rec.dst);
-        self.raw(",\"src\":");
-        self.hex(rec.src);
-        self.raw(",\"stream\":");
-        self.hex(rec.stream);
-        self.raw(",\"destMax\":");
-        self.u64(rec.dest_max);
-        self.raw(",\"count\":");
-        self.u64(rec.count);
-        self.raw(",\"kind\":");
-        self.kind(decode_kind(api, rec.kind));
+        l.put(b"\"dst\":");
+        l.hex(rec.dst);
+        l.put(b",\"src\":");
+        l.hex(rec.src);
+        l.put(b",\"stream\":");
+        l.hex(rec.stream);
+        l.put(b",\"destMax\":");
+        l.u64(rec.dest_max);
+        l.put(b",\"count\":");
+        l.u64(rec.count);
+        l.put(b",\"kind\":");
+        kind(l, decode_kind(api, rec.kind));
         if api == Api::Hccl {
-            self.raw(",\"remoteUserRank\":");
-            self.u64(rec.remote_rank as u64);
-            self.raw(",\"linkType\":");
-            self.kind(decode_link(rec.link));
+            l.put(b",\"remoteUserRank\":");
+            l.u64(rec.remote_rank as u64);
+            l.put(b",\"linkType\":");
+            kind(l, decode_link(rec.link));
         }
-        self.raw(",\"ret\":");
-        self.i64(rec.ret as i64);
+        l.put(b",\"ret\":");
+        l.i64(rec.ret as i64);
         let violations = RuleSet(rec.violations);
         if !violations.is_empty() {
-            self.raw(",\"violations\":[");
+            l.put(b",\"violations\":[");
             for (i, rule) in violations.iter().enumerate() {
                 if i > 0 {
-                    self.buf.push(b',');
+                    l.put(b",");
                 }
-                self.buf.push(b'"');
-                self.raw(rule.name());
-                self.buf.push(b'"');
+                l.put(b"\"");
+                l.raw(rule.name());
+                l.put(b"\"");
             }
-            self.buf.push(b']');
+            l.put(b"]");
         }
         let fault = FaultTag::from_u8(rec.fault);
         let mut action = [0u8; 64];
         let mut action_len = 0;
         if fault != FaultTag::None {
             action_len = fault.decision(rec.fault_arg).write_action(&mut action);
-            self.raw(",\"fault\":\"");
-            self.buf.extend_from_slice(&action[..action_len]);
-            self.buf.push(b'"');
+            l.put(b",\"fault\":\"");
+            l.put(&action[..action_len]);
+            l.put(b"\"");
         }
         if rec.depth > 0 {
-            self.raw(",\"depth\":");
-            self.u64(rec.depth as u64);
+            l.put(b",\"depth\":");
+            l.u64(rec.depth as u64);
         }
-        self.buf.push(b'}');
-        self.end();
+        l.put(b"}}\n");
+        self.buf.extend_from_slice(&l.buf[..l.len]);
 
         for rule in violations.iter() {
             self.instant("violation:", rule.name(), api, start_ns, pid, tid, None);
@@ -262,7 +284,7 @@ impl Json {
         self.raw("\",\"cat\":\"");
         self.raw(api.category());
         self.raw("\",");
-        self.ids(pid, tid);
+        ids(self, pid, tid);
         self.raw(",\"ts\":");
         self.micros(start_ns);
         self.raw(",\"args\":{\"call\":\"");
@@ -275,6 +297,28 @@ impl Json {
         }
         self.buf.push(b'}');
         self.end();
+    }
+}
+
+/// `"pid":P,"tid":T`
+#[inline]
+fn ids(out: &mut impl Out, pid: u32, tid: i32) {
+    out.put(b"\"pid\":");
+    out.u64(pid as u64);
+    out.put(b",\"tid\":");
+    out.i64(tid as i64);
+}
+
+/// An enum's name in quotes, or its number.
+#[inline]
+fn kind(out: &mut impl Out, k: Kind) {
+    match k {
+        Kind::Named(n) => {
+            out.put(b"\"");
+            out.raw(n);
+            out.put(b"\"");
+        }
+        Kind::Unknown(v) => out.i64(v as i64),
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::clock::{Anchor, Calibration};
-use super::json::Json;
+use super::json::{Json, Out};
 use super::{FLUSH_INTERVAL, KICK, Settings, file, ring};
 use crate::sync::FlagLock;
 
