@@ -3,7 +3,10 @@
  * working. Real programs fork (data-loader workers, subprocess launches) while their
  * runtime threads are busy, and an interposer's tests do the same. */
 #define _GNU_SOURCE
+#include "acl/acl.h"
 #include "simtest.h"
+
+#include <stdbool.h>
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,7 +47,8 @@ static int child_work(void)
         aclrtMalloc(&dev, 256, ACL_MEM_MALLOC_HUGE_FIRST) != ACL_SUCCESS)
         return 2;
     memset(host, 0x5a, 256);
-    if (aclrtMemcpyAsync(dev, 256, host, 256, ACL_MEMCPY_HOST_TO_DEVICE, s) != ACL_SUCCESS)
+    if (aclrtMemcpyAsync(dev, 256, host, 256, ACL_MEMCPY_HOST_TO_DEVICE, s) != ACL_SUCCESS ||
+        aclrtSynchronizeStream(s) != ACL_SUCCESS)
         return 3;
     memset(host, 0, 256);
     if (aclrtMemcpyAsync(host, 256, dev, 256, ACL_MEMCPY_DEVICE_TO_HOST, s) != ACL_SUCCESS)
@@ -74,6 +78,7 @@ int main(void)
     CHECK_EQ(ok, 20, "20 children forked mid-copy used the runtime and exited cleanly");
     atomic_store(&stop, true);
     pthread_join(t, NULL);
-    CHECK(child_work() == 0, "the parent's runtime still works after the forks");
+    int rc = child_work();
+    CHECK(rc == 0, "the parent's runtime still works after the forks (step %d)", rc);
     return st_done();
 }
