@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/demo-out
-SIM=$ROOT/target/sim
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SIM=$TARGET/sim
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -15,7 +16,7 @@ say "building libnpushim.so and the npushim tool (cargo build --release)"
 cargo build --release --quiet
 say "building the simulated Ascend runtime and example programs (tests/Makefile)"
 make -s -C tests OUT="$SIM" -j2 >/dev/null
-NPUSHIM=$ROOT/target/release/npushim
+NPUSHIM=$TARGET/release/npushim
 BIN=$SIM/bin
 
 rm -rf "$OUT"
