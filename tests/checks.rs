@@ -151,55 +151,6 @@ fn api_of(case: &str) -> &'static str {
     }
 }
 
-/// A span's `kind` (or `linkType`) as the integer the program passed.
-fn enum_value(span: &Value, field: &str) -> i64 {
-    const ACL: &[&str] = &[
-        "HOST_TO_HOST",
-        "HOST_TO_DEVICE",
-        "DEVICE_TO_HOST",
-        "DEVICE_TO_DEVICE",
-        "DEFAULT",
-        "HOST_TO_BUF_TO_DEVICE",
-        "INNER_DEVICE_TO_DEVICE",
-        "INTER_DEVICE_TO_DEVICE",
-    ];
-    const HCCL: &[&str] = &[
-        "HOST_TO_HOST",
-        "HOST_TO_DEVICE",
-        "DEVICE_TO_HOST",
-        "DEVICE_TO_DEVICE",
-        "ADDR_DEVICE_TO_DEVICE",
-        "RESERVED",
-    ];
-    const LINK: &[&str] = &[
-        "ONCHIP",
-        "HCCS",
-        "PCIE",
-        "ROCE",
-        "SIO",
-        "HCCS_SW",
-        "STANDARD_ROCE",
-        "UB",
-    ];
-    let v = &span["args"][field];
-    if let Some(n) = v.as_i64() {
-        return n;
-    }
-    let name = v.as_str().unwrap_or_else(|| panic!("{field} in {span}"));
-    if field == "linkType" && name == "RESERVED" {
-        return 255;
-    }
-    let names = match (field, span["name"].as_str().unwrap()) {
-        ("linkType", _) => LINK,
-        (_, "HcclMemcpyAsync") => HCCL,
-        _ => ACL,
-    };
-    names
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or_else(|| panic!("unknown {field} {name}")) as i64
-}
-
 /// Asserts that one line of the simulated runtime's log is exactly the call the trace
 /// recorded: same function, same arguments, same result.
 fn assert_same_call(log: &(String, HashMap<String, String>), span: &Value) {
@@ -213,7 +164,7 @@ fn assert_same_call(log: &(String, HashMap<String, String>), span: &Value) {
     assert_eq!(a["stream"], hex("stream"), "{span}");
     assert_eq!(a["destMax"].as_i64(), Some(num("destMax")), "{span}");
     assert_eq!(a["count"].as_i64(), Some(num("count")), "{span}");
-    assert_eq!(enum_value(span, "kind"), num("kind"), "{span}");
+    assert_eq!(common::enum_value(span, "kind"), num("kind"), "{span}");
     assert_eq!(a["ret"].as_i64(), Some(num("ret")), "{span}");
     if name == "HcclMemcpyAsync" {
         assert_eq!(a["dispatcher"], hex("dispatcher"), "{span}");
@@ -222,7 +173,7 @@ fn assert_same_call(log: &(String, HashMap<String, String>), span: &Value) {
             Some(num("remoteUserRank")),
             "{span}"
         );
-        assert_eq!(enum_value(span, "linkType"), num("linkType"), "{span}");
+        assert_eq!(common::enum_value(span, "linkType"), num("linkType"), "{span}");
     }
 }
 

@@ -45,33 +45,19 @@ fn span_as_log(span: &Value) -> (String, Vec<(String, String)>) {
     let s = |k: &str| a[k].as_str().unwrap().to_string();
     let n = |k: &str| a[k].to_string();
     let name = span["name"].as_str().unwrap().to_string();
-    let acl_kind = |k: &Value| match k.as_str() {
-        Some(name) => npushim::abi::types::kind_by_name(npushim::abi::types::Api::Acl, name)
-            .unwrap()
-            .to_string(),
-        None => k.to_string(),
-    };
     let fields = if name == "aclrtMemcpyAsync" {
         vec![
             ("dst".into(), s("dst")),
             ("destMax".into(), n("destMax")),
             ("src".into(), s("src")),
             ("count".into(), n("count")),
-            ("kind".into(), acl_kind(&a["kind"])),
+            ("kind".into(), common::enum_value(span, "kind").to_string()),
             ("stream".into(), s("stream")),
             ("ret".into(), n("ret")),
         ]
     } else {
-        let hccl_kind = match a["kind"].as_str() {
-            Some(k) => npushim::abi::types::kind_by_name(npushim::abi::types::Api::Hccl, k)
-                .unwrap()
-                .to_string(),
-            None => a["kind"].to_string(),
-        };
-        let link = match a["linkType"].as_str() {
-            Some(l) => npushim::abi::types::link_by_name(l).unwrap().to_string(),
-            None => a["linkType"].to_string(),
-        };
+        let hccl_kind = common::enum_value(span, "kind").to_string();
+        let link = common::enum_value(span, "linkType").to_string();
         vec![
             ("dispatcher".into(), s("dispatcher")),
             ("dst".into(), s("dst")),

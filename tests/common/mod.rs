@@ -312,3 +312,24 @@ pub fn compile(src: &Path, out: &Path, extra: &[&str]) {
 pub fn repo_path(rel: &str) -> PathBuf {
     repo().join(rel)
 }
+
+/// A span's `kind` (or `linkType`) as the integer the program passed: the trace writes the
+/// enum's name when it knows it, the number otherwise.
+pub fn enum_value(span: &Value, field: &str) -> i64 {
+    use npushim::abi::types::{Api, kind_by_name, link_by_name};
+    let v = &span["args"][field];
+    if let Some(n) = v.as_i64() {
+        return n;
+    }
+    let name = v.as_str().unwrap_or_else(|| panic!("{field} in {span}"));
+    let api = if span["name"] == "HcclMemcpyAsync" {
+        Api::Hccl
+    } else {
+        Api::Acl
+    };
+    let value = match field {
+        "linkType" => link_by_name(name),
+        _ => kind_by_name(api, name),
+    };
+    value.unwrap_or_else(|| panic!("unknown {field} {name}")) as i64
+}
