@@ -173,7 +173,11 @@ fn assert_same_call(log: &(String, HashMap<String, String>), span: &Value) {
             Some(num("remoteUserRank")),
             "{span}"
         );
-        assert_eq!(common::enum_value(span, "linkType"), num("linkType"), "{span}");
+        assert_eq!(
+            common::enum_value(span, "linkType"),
+            num("linkType"),
+            "{span}"
+        );
     }
 }
 

@@ -509,3 +509,21 @@ fn tracing_chrome_sink_writes_a_loadable_trace() {
     assert_eq!(calls(1), 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn first_calls_racing_on_many_threads_lose_no_span() {
+    // Eight threads make their first calls of both APIs at the same moment: while one thread
+    // creates the file and another registers a callsite, the others' spans must still land.
+    for i in 0..20 {
+        let dir = scratch(&format!("first-calls-{i}"));
+        let log = dir.join("sim.log");
+        ok(&Run::shimmed(&build().bin("ring_allgather"), &dir)
+            .sim_log(&log)
+            .output());
+        let received = common::sim_log(&log).len();
+        let trace = single_trace(&dir);
+        assert_eq!(trace.spans().count(), received, "run {i}");
+        assert_eq!(trace.meta("npushim_stats").unwrap()["args"]["dropped"], 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -74,11 +74,17 @@ impl NativeLayer {
 
     #[inline]
     fn record(&self, event: &Event<'_>) {
-        let meta = event.metadata() as *const Metadata<'static>;
-        let Some(shape) = Shape::ALL
-            .into_iter()
-            .find(|s| ptr::eq(meta, CALL_CALLSITES[*s as usize].load(Ordering::Relaxed)))
-        else {
+        let meta = event.metadata();
+        let known = Shape::ALL.into_iter().find(|s| {
+            ptr::eq(
+                meta as *const Metadata<'static>,
+                CALL_CALLSITES[*s as usize].load(Ordering::Relaxed),
+            )
+        });
+        // `tracing` lets an event through while another thread is still registering its
+        // callsite (with `Interest::sometimes`), possibly before `register_callsite` has
+        // run here: identify such an event by its metadata instead of losing it.
+        let Some(shape) = known.or_else(|| call_shape(meta)) else {
             return;
         };
         let mut rec = Record::default();

@@ -88,10 +88,10 @@ pub fn active() -> bool {
 #[inline]
 pub fn record(rec: &Record) {
     match STATE.load(Ordering::Relaxed) {
-        STARTING | RUNNING => record::emit(rec),
-        IDLE => {
+        RUNNING => record::emit(rec),
+        IDLE | STARTING => {
             start();
-            if matches!(STATE.load(Ordering::Acquire), STARTING | RUNNING) {
+            if STATE.load(Ordering::Acquire) == RUNNING {
                 record::emit(rec);
             }
         }
@@ -163,12 +163,21 @@ pub(crate) fn note_progress() {
     }
 }
 
+/// Creates the file and installs the sink; a thread that arrives while another one does
+/// this waits for it (the sink must be in place before any event is emitted, or the event
+/// would go nowhere).
 #[cold]
 fn start() {
-    if STATE
-        .compare_exchange(IDLE, STARTING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
+    if let Err(state) = STATE.compare_exchange(IDLE, STARTING, Ordering::AcqRel, Ordering::Acquire)
     {
+        if state == STARTING {
+            for _ in 0..40_000 {
+                if STATE.load(Ordering::Acquire) != STARTING {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
         return;
     }
     let Some(settings) = SETTINGS.get() else {
