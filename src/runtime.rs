@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::time::Duration;
 
 use crate::abi::types::{Api, Call};
-use crate::check::{CheckConfig, Mode, RULES, Rule, Violations};
+use crate::check::{CheckConfig, Mode, RULES, Violations};
 use crate::config::{Config, Sink};
 use crate::fault::{Decision, FaultSpec};
 use crate::real::Search;
@@ -22,8 +22,6 @@ pub struct Runtime {
     pub disabled: bool,
     pub check: CheckConfig,
     pub search: Search,
-    /// Violations print a line for their first occurrences only, per rule.
-    pub warn_limit: u64,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -43,6 +41,9 @@ static VIOLATIONS: [AtomicU64; RULES.len()] = [const { AtomicU64::new(0) }; RULE
 static FIRST_VIOLATION: FlagLock<[Option<Call>; RULES.len()]> = FlagLock::new([None; RULES.len()]);
 /// Injected faults by task: return, delay, skip, abort.
 static INJECTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// Violations of a rule print a line for their first occurrences only.
+const WARN_LIMIT: u64 = 5;
 
 static INITIALISING: AtomicBool = AtomicBool::new(false);
 
@@ -124,7 +125,6 @@ fn build(config: &Config) -> Runtime {
             hccl_lib: config.hccl_lib.clone(),
             ascend_homes: config.ascend_homes.clone(),
         },
-        warn_limit: 5,
     };
     if config.disable {
         PASS_THROUGH.store(true, Ordering::Relaxed);
@@ -259,7 +259,7 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
                 first[rule as usize].get_or_insert(*call);
             }
         }
-        if n < rt.warn_limit {
+        if n < WARN_LIMIT {
             let verdict = match blocked {
                 Some(code) => format!("returning {code} without calling the runtime"),
                 None => "forwarded".to_string(),
@@ -270,7 +270,7 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
                 rule.name(),
                 describe_call(call),
                 rule.explain(call.api),
-                if n + 1 == rt.warn_limit {
+                if n + 1 == WARN_LIMIT {
                     " (further occurrences of this rule are counted silently)"
                 } else {
                     ""
@@ -313,7 +313,7 @@ fn summarise() {
         let first = FIRST_VIOLATION
             .lock_for(Duration::from_millis(100))
             .and_then(|f| f[rule as usize]);
-        let suppressed = n.saturating_sub(5);
+        let suppressed = n.saturating_sub(WARN_LIMIT);
         diag::warn!(
             "summary: rule {} violated {n} time{}{}; first: {}",
             rule.name(),
@@ -344,11 +344,6 @@ fn summarise() {
             seed()
         );
     }
-}
-
-/// Rules counted so far (for the control API and tests).
-pub fn violation_count(rule: Rule) -> u64 {
-    VIOLATIONS[rule as usize].load(Ordering::Relaxed)
 }
 
 extern "C" fn on_exit() {
