@@ -4,7 +4,6 @@
 //! The constructor does libc-level work only (registering `atexit` and `pthread_atfork`);
 //! everything that needs std is initialised lazily at the first intercepted call.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,7 +23,16 @@ pub struct Runtime {
     pub search: Search,
 }
 
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// The runtime, published once with a single atomic store of a leaked box (not a
+/// `OnceLock`: a fork while another thread is inside `OnceLock::set` would leave the child's
+/// copy "being initialised" for ever).
+static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+
+fn runtime_ptr() -> Option<&'static Runtime> {
+    // SAFETY: non-null values are leaked `Box<Runtime>`s, published with Release and never
+    // freed or changed.
+    unsafe { RUNTIME.load(Ordering::Acquire).as_ref() }
+}
 
 /// The fault rules in force: null when none. Replaced atomically by `npushim_faults_set`.
 static FAULTS: AtomicPtr<FaultSpec> = AtomicPtr::new(std::ptr::null_mut());
@@ -34,7 +42,14 @@ static FAULT_READERS: AtomicUsize = AtomicUsize::new(0);
 static FAULTS_SET_LOCK: FlagLock<()> = FlagLock::new(());
 
 static SEED: AtomicU64 = AtomicU64::new(0);
+/// fork()s made by this process so far (numbers each child).
 static FORKS: AtomicU64 = AtomicU64::new(0);
+/// Which child of which child this process is, folded into one word (0 in the original
+/// process). A process's seed is always the configured (or random) seed XOR its lineage, so
+/// a child gets the same seed whether its parent had chosen its own before the fork or not.
+static LINEAGE: AtomicU64 = AtomicU64::new(0);
+/// How many forks deep this process is.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Per-rule violation counts, and the first offending call of each rule.
 static VIOLATIONS: [AtomicU64; RULES.len()] = [const { AtomicU64::new(0) }; RULES.len()];
@@ -61,7 +76,7 @@ pub fn pass_through() -> bool {
 /// runtime is being initialised (then the caller just forwards).
 #[inline]
 pub fn get() -> Option<&'static Runtime> {
-    match RUNTIME.get() {
+    match runtime_ptr() {
         Some(rt) => Some(rt),
         None => init(),
     }
@@ -70,7 +85,7 @@ pub fn get() -> Option<&'static Runtime> {
 /// The runtime if it is already initialised (never initialises: for fast paths).
 #[inline]
 pub fn get_initialised() -> Option<&'static Runtime> {
-    RUNTIME.get()
+    runtime_ptr()
 }
 
 #[cold]
@@ -78,12 +93,12 @@ fn init() -> Option<&'static Runtime> {
     if INITIALISING.swap(true, Ordering::AcqRel) {
         // Another thread is initialising (wait for it) or this thread re-entered.
         for _ in 0..10_000 {
-            if let Some(rt) = RUNTIME.get() {
+            if let Some(rt) = runtime_ptr() {
                 return Some(rt);
             }
             std::thread::sleep(Duration::from_micros(100));
         }
-        return RUNTIME.get();
+        return runtime_ptr();
     }
     // A bug in the shim must not print a Rust backtrace into the host's stderr: one line,
     // then the pipeline forwards the call (see intercept::fail_open).
@@ -100,8 +115,8 @@ fn init() -> Option<&'static Runtime> {
         diag::warn!("{w}");
     }
     let rt = build(&config);
-    let _ = RUNTIME.set(rt);
-    RUNTIME.get()
+    RUNTIME.store(Box::into_raw(Box::new(rt)), Ordering::Release);
+    runtime_ptr()
 }
 
 /// A random seed below 2^53, so that it survives a round trip through JavaScript-based
@@ -132,7 +147,13 @@ fn build(config: &Config) -> Runtime {
         return rt;
     }
     trace::clock::init();
-    let seed = config.seed.unwrap_or_else(random_seed);
+    let seed = match (
+        config.seed.unwrap_or_else(random_seed),
+        LINEAGE.load(Ordering::Relaxed),
+    ) {
+        (seed, 0) => seed,
+        (seed, lineage) => child_seed(seed, lineage),
+    };
     SEED.store(seed, Ordering::Relaxed);
     let mut faults_text = String::new();
     if let Some(spec) = &config.faults {
@@ -181,8 +202,7 @@ fn build(config: &Config) -> Runtime {
 /// Where to look for the real functions (what the configuration says, or only the
 /// defaults while the runtime is not initialised yet).
 pub fn search() -> Search {
-    RUNTIME
-        .get()
+    runtime_ptr()
         .map(|rt| rt.search.clone())
         .unwrap_or_default()
 }
@@ -347,7 +367,7 @@ fn summarise() {
 }
 
 extern "C" fn on_exit() {
-    let Some(rt) = RUNTIME.get() else {
+    let Some(rt) = runtime_ptr() else {
         return;
     };
     if rt.disabled {
@@ -366,14 +386,22 @@ extern "C" fn fork_prepare() {
 extern "C" fn fork_parent() {}
 
 extern "C" fn fork_child() {
-    // The child's seed derives deterministically from the parent's and the fork's number.
+    // The child's seed derives deterministically from the parent's, the fork's number and
+    // its depth: the same delta goes into the seed in use (if the parent had one) and into
+    // the lineage (for a seed chosen later), so both ways give the same seed.
     let n = FORKS.load(Ordering::Relaxed);
-    SEED.store(
-        child_seed(SEED.load(Ordering::Relaxed), n),
-        Ordering::Relaxed,
-    );
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+    // Below 2^53, like random seeds, so that JavaScript-based viewers show it exactly.
+    let delta = child_seed(generation, n) & ((1 << 53) - 1);
+    SEED.fetch_xor(delta, Ordering::Relaxed);
+    LINEAGE.fetch_xor(delta, Ordering::Relaxed);
     FORKS.store(0, Ordering::Relaxed);
     FAULT_READERS.store(0, Ordering::Relaxed);
+    // A thread of the parent was initialising the runtime when it forked: that thread does
+    // not exist here, so the child initialises it itself at its first call.
+    if runtime_ptr().is_none() {
+        INITIALISING.store(false, Ordering::Relaxed);
+    }
     for c in VIOLATIONS.iter().chain(&INJECTED) {
         c.store(0, Ordering::Relaxed);
     }
@@ -396,12 +424,14 @@ fn on_load() {
         libc::atexit(on_exit);
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
     }
+    trace::ring::create_thread_key();
 }
 
-/// The seed of the `n`-th child forked by a process whose seed is `parent` (SplitMix64
-/// finaliser over both): deterministic, and distinct per child.
-pub fn child_seed(parent: u64, n: u64) -> u64 {
-    let mut z = parent ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// A well-mixed word from two (the SplitMix64 finaliser): the seed change of the `n`-th
+/// child of a process `generation` forks deep.
+pub fn child_seed(generation: u64, n: u64) -> u64 {
+    let mut z =
+        generation.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -527,3 +527,37 @@ fn first_calls_racing_on_many_threads_lose_no_span() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn forked_children_derive_their_seeds_deterministically() {
+    // The n-th child's seed depends only on the parent's seed and n: a replayed run
+    // (same NPUSHIM_SEED) gives every child the same seed again.
+    let run = |tag: &str| -> Vec<u64> {
+        let dir = scratch(&format!("fork-seeds-{tag}"));
+        let out = Run::shimmed(&build().bin("call_storm"), &dir)
+            .args(["--forks", "3", "--child-calls", "10", "--api", "acl"])
+            .env("NPUSHIM_SEED", "7")
+            .output();
+        let text = ok(&out);
+        let traces = traces_in(&dir);
+        let seeds = text
+            .lines()
+            .filter(|l| l.starts_with("child "))
+            .map(|l| {
+                let pid: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+                traces[&pid].meta("npushim").unwrap()["args"]["seed"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        seeds
+    };
+    let first = run("a");
+    assert_eq!(first.len(), 3);
+    assert!(
+        !first.contains(&7),
+        "children do not reuse the parent's seed"
+    );
+    assert_eq!(run("b"), first);
+}

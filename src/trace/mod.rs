@@ -16,8 +16,7 @@ pub mod record;
 pub mod ring;
 pub mod writer;
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::Sink;
@@ -67,13 +66,28 @@ pub struct Settings {
     pub config_json: String,
 }
 
-static SETTINGS: OnceLock<Settings> = OnceLock::new();
+/// The settings, published once with one atomic store of a leaked box (fork-safe, unlike a
+/// `OnceLock` caught mid-initialisation).
+static SETTINGS: AtomicPtr<Settings> = AtomicPtr::new(std::ptr::null_mut());
+
+fn settings() -> Option<&'static Settings> {
+    // SAFETY: non-null values are leaked `Box<Settings>`s, never freed or changed.
+    unsafe { SETTINGS.load(Ordering::Acquire).as_ref() }
+}
 
 /// Arms tracing with `settings` (once per process; `None` = tracing off).
 pub fn configure(settings: Option<Settings>) {
     if let Some(s) = settings {
-        if SETTINGS.set(s).is_ok() {
-            STATE.store(IDLE, Ordering::Release);
+        let boxed = Box::into_raw(Box::new(s));
+        match SETTINGS.compare_exchange(
+            std::ptr::null_mut(),
+            boxed,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => STATE.store(IDLE, Ordering::Release),
+            // SAFETY: `boxed` was not published; it is ours to free.
+            Err(_) => drop(unsafe { Box::from_raw(boxed) }),
         }
     }
 }
@@ -180,7 +194,7 @@ fn start() {
         }
         return;
     }
-    let Some(settings) = SETTINGS.get() else {
+    let Some(settings) = settings() else {
         STATE.store(OFF, Ordering::Release);
         return;
     };
@@ -222,7 +236,7 @@ pub fn finish() {
         return;
     }
     KICK.wake();
-    match SETTINGS.get().map(|s| s.sink) {
+    match settings().map(|s| s.sink) {
         Some(Sink::TracingChrome) => layer::finish_chrome(),
         _ => writer::finish(),
     }
@@ -233,7 +247,7 @@ pub fn fork_child() {
     ring::fork_child();
     writer::fork_child();
     LATE.store(0, Ordering::Relaxed);
-    let next = match (SETTINGS.get(), STATE.load(Ordering::Relaxed)) {
+    let next = match (settings(), STATE.load(Ordering::Relaxed)) {
         // tracing-chrome's writer thread and guard cannot be rebuilt in a child.
         (Some(s), _) if s.sink == Sink::TracingChrome => OFF,
         (Some(_), OFF) => OFF,

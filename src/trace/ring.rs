@@ -9,7 +9,6 @@
 use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 use super::record::Record;
@@ -171,7 +170,9 @@ thread_local! {
     static CURRENT: Cell<*const Ring> = const { Cell::new(ptr::null()) };
 }
 
-static THREAD_KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
+/// The pthread key whose destructor tells the writer a thread has exited: bit 32 set once
+/// it exists, the key in the low bits. Created by the library constructor (libc only).
+static THREAD_KEY: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_thread_exit(ring: *mut libc::c_void) {
     let _ = CURRENT.try_with(|c| c.set(EXITED));
@@ -182,13 +183,18 @@ extern "C" fn on_thread_exit(ring: *mut libc::c_void) {
     }
 }
 
+/// Creates the thread-exit key (from the library constructor: libc work only).
+pub fn create_thread_key() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor has the required signature.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
+        THREAD_KEY.store(1 << 32 | key as u64, Ordering::Release);
+    }
+}
+
 fn thread_key() -> Option<libc::pthread_key_t> {
-    *THREAD_KEY.get_or_init(|| {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: `key` is a valid out-pointer; the destructor has the required signature.
-        let rc = unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) };
-        (rc == 0).then_some(key)
-    })
+    let v = THREAD_KEY.load(Ordering::Acquire);
+    (v >> 32 == 1).then_some(v as libc::pthread_key_t)
 }
 
 fn gettid() -> i32 {
