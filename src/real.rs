@@ -228,12 +228,3 @@ pub fn acl_memcpy_async_if_resolved() -> Option<AclrtMemcpyAsyncFn> {
         unsafe { std::mem::transmute::<usize, AclrtMemcpyAsyncFn>(addr) }
     })
 }
-
-/// The real `HcclMemcpyAsync` if already resolved (no lookup on this path).
-#[inline]
-pub fn hccl_memcpy_async_if_resolved() -> Option<HcclMemcpyAsyncFn> {
-    HCCL_SLOT.if_resolved().map(|addr| {
-        // SAFETY: as in `hccl_memcpy_async`.
-        unsafe { std::mem::transmute::<usize, HcclMemcpyAsyncFn>(addr) }
-    })
-}

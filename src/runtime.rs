@@ -147,13 +147,7 @@ fn build(config: &Config) -> Runtime {
         return rt;
     }
     trace::clock::init();
-    let seed = match (
-        config.seed.unwrap_or_else(random_seed),
-        LINEAGE.load(Ordering::Relaxed),
-    ) {
-        (seed, 0) => seed,
-        (seed, lineage) => child_seed(seed, lineage),
-    };
+    let seed = config.seed.unwrap_or_else(random_seed) ^ LINEAGE.load(Ordering::Relaxed);
     SEED.store(seed, Ordering::Relaxed);
     let mut faults_text = String::new();
     if let Some(spec) = &config.faults {

@@ -91,75 +91,33 @@ pub unsafe extern "C" fn HcclMemcpyAsync(
     remoteUserRank: u32,
     linkType: c_int,
 ) -> HcclResult {
-    if runtime::pass_through() {
-        if let Some(f) = real::hccl_memcpy_async_if_resolved() {
-            // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
-            return unsafe {
-                f(
-                    dispatcherPtr,
-                    dst,
-                    destMax,
-                    src,
-                    count,
-                    kind,
-                    stream,
-                    remoteUserRank,
-                    linkType,
-                )
-            };
-        }
-    }
-    hccl_intercepted(
-        dispatcherPtr,
-        dst,
-        destMax,
-        src,
-        count,
-        kind,
-        stream,
-        remoteUserRank,
-        linkType,
-    )
-}
-
-#[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn hccl_intercepted(
-    dispatcher: *mut c_void,
-    dst: *mut c_void,
-    dest_max: u64,
-    src: *const c_void,
-    count: u64,
-    kind: c_int,
-    stream: *mut c_void,
-    remote_user_rank: u32,
-    link_type: c_int,
-) -> HcclResult {
+    // HCCL copies are few and heavy (each carries a nested runtime copy): no separate fast
+    // path; the pipeline itself forwards at once when the shim is a pure pass-through.
     let call = Call {
         dst: dst as usize,
         src: src as usize,
-        dest_max,
+        dest_max: destMax,
         count,
         kind,
         stream: stream as usize,
-        dispatcher: dispatcher as usize,
-        remote_rank: remote_user_rank,
-        link: link_type,
+        dispatcher: dispatcherPtr as usize,
+        remote_rank: remoteUserRank,
+        link: linkType,
         ..Call::new(Api::Hccl)
     };
     intercept::call(call, move || match real::hccl_memcpy_async() {
         // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
         Some(f) => unsafe {
             f(
-                dispatcher,
+                dispatcherPtr,
                 dst,
-                dest_max,
+                destMax,
                 src,
                 count,
                 kind,
                 stream,
-                remote_user_rank,
-                link_type,
+                remoteUserRank,
+                linkType,
             )
         },
         None => real::HCCL.missing_code,
