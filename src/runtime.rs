@@ -18,7 +18,6 @@ use crate::{diag, trace};
 
 /// What the pipeline needs on every call, fixed after initialisation.
 pub struct Runtime {
-    pub disabled: bool,
     pub check: CheckConfig,
     pub search: Search,
 }
@@ -133,7 +132,6 @@ fn random_seed() -> u64 {
 
 fn build(config: &Config) -> Runtime {
     let rt = Runtime {
-        disabled: config.disable,
         check: config.check,
         search: Search {
             acl_lib: config.acl_lib.clone(),
@@ -361,10 +359,7 @@ fn summarise() {
 }
 
 extern "C" fn on_exit() {
-    let Some(rt) = runtime_ptr() else {
-        return;
-    };
-    if rt.disabled {
+    if runtime_ptr().is_none() || pass_through() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {

@@ -24,15 +24,7 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
     kind: c_int,
     stream: *mut c_void,
 ) -> AclError {
-    let call = Call {
-        dst: dst as usize,
-        src: src as usize,
-        dest_max: destMax as u64,
-        count: count as u64,
-        kind,
-        stream: stream as usize,
-        ..Call::new(Api::Acl)
-    };
+    let call = acl_call(dst, destMax, src, count, kind, stream);
     // Pass-through, or a clean call with nothing to record: a few loads and compares, then
     // a tail call; nothing is spilled on these paths.
     if runtime::pass_through() || intercept::nothing_to_do(&call) {
@@ -44,6 +36,28 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
     acl_pipeline(dst, destMax, src, count, kind, stream)
 }
 
+/// The arguments of an `aclrtMemcpyAsync` call as a [`Call`] (inlined: on the fast path
+/// it stays in registers).
+#[inline(always)]
+fn acl_call(
+    dst: *mut c_void,
+    dest_max: usize,
+    src: *const c_void,
+    count: usize,
+    kind: c_int,
+    stream: *mut c_void,
+) -> Call {
+    Call {
+        dst: dst as usize,
+        src: src as usize,
+        dest_max: dest_max as u64,
+        count: count as u64,
+        kind,
+        stream: stream as usize,
+        ..Call::new(Api::Acl)
+    }
+}
+
 #[inline(never)]
 fn acl_pipeline(
     dst: *mut c_void,
@@ -53,15 +67,7 @@ fn acl_pipeline(
     kind: c_int,
     stream: *mut c_void,
 ) -> AclError {
-    let call = Call {
-        dst: dst as usize,
-        src: src as usize,
-        dest_max: dest_max as u64,
-        count: count as u64,
-        kind,
-        stream: stream as usize,
-        ..Call::new(Api::Acl)
-    };
+    let call = acl_call(dst, dest_max, src, count, kind, stream);
     intercept::call(call, move || match real::acl_memcpy_async() {
         // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
         Some(f) => unsafe { f(dst, dest_max, src, count, kind, stream) },

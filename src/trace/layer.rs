@@ -138,7 +138,7 @@ static CHROME_GUARD: FlagLock<Option<tracing_chrome::FlushGuard>> = FlagLock::ne
 
 /// Starts the `tracing-chrome` sink on a file we create (so naming and symlink rules hold).
 pub fn start_chrome(settings: &Settings) -> bool {
-    let Some(path) = writer::create_file(settings) else {
+    let Some(path) = writer::create_file(settings, &writer::hostname()) else {
         return false;
     };
     let (fd, name) = path;

@@ -150,8 +150,8 @@ impl Ring {
 /// the module docs). No lock means nothing for `fork()` to catch half-held.
 static RINGS: AtomicPtr<Ring> = AtomicPtr::new(ptr::null_mut());
 
-/// Iterates over every ring.
-fn rings() -> impl Iterator<Item = &'static Ring> {
+/// Iterates over every ring (the writer drains them all).
+pub fn rings() -> impl Iterator<Item = &'static Ring> {
     let mut p = RINGS.load(Ordering::Acquire);
     std::iter::from_fn(move || {
         // SAFETY: list entries are leaked `Ring`s, published with Release and never freed.
@@ -255,11 +255,6 @@ fn attach() -> Option<&'static Ring> {
     }
     let _ = CURRENT.try_with(|c| c.set(ring));
     Some(ring)
-}
-
-/// Every ring, for the writer.
-pub fn all() -> impl Iterator<Item = &'static Ring> {
-    rings()
 }
 
 /// Total records dropped so far, over all rings.

@@ -39,7 +39,7 @@ fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: `buf` is writable for its length; gethostname NUL-terminates on success.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -70,14 +70,13 @@ fn thread_name(tid: i32) -> String {
 }
 
 /// Creates the trace file named by the template; `None` (after one line) if impossible.
-pub fn create_file(settings: &Settings) -> Option<(libc::c_int, String)> {
-    let host = hostname();
+pub fn create_file(settings: &Settings, host: &str) -> Option<(libc::c_int, String)> {
     let path = file::expand(
         &settings.template,
         &file::Names {
             pid: getpid(),
             rank: settings.rank,
-            host: &host,
+            host,
         },
     );
     match file::create(&path) {
@@ -139,7 +138,7 @@ impl Writer {
             return;
         }
         let clock = Calibration::now();
-        for ring in ring::all() {
+        for ring in ring::rings() {
             if ring.pending() > 0 {
                 let tid = ring.tid();
                 if self.named.insert(tid) {
@@ -191,12 +190,12 @@ impl Writer {
 /// Creates the file, writes the header and starts the writer thread.
 pub fn start(settings: &Settings) -> bool {
     super::layer::install_native();
-    let Some((fd, path)) = create_file(settings) else {
+    let host = hostname();
+    let Some((fd, path)) = create_file(settings, &host) else {
         return false;
     };
     let pid = getpid();
     let program = program();
-    let host = hostname();
     let anchor = Anchor::now();
     let mut json = Json::with_capacity(BUF_LIMIT + (BUF_LIMIT >> 2));
     let mut text = Json::default();
