@@ -496,17 +496,20 @@ fn tracing_chrome_sink_writes_a_loadable_trace() {
     let text = std::fs::read_to_string(&path).unwrap();
     let events: Vec<Value> =
         serde_json::from_str(&text).expect("tracing-chrome writes a JSON array");
-    // tracing-chrome renders each call event as an instant event with stringified fields;
-    // the low byte of `call` is the API (docs: src/trace/record.rs).
-    let calls = |api: u128| {
+    // tracing-chrome renders each call event as an instant event named after the API, with
+    // its packed fields as strings (layout: src/trace/record.rs).
+    let calls = |api: &str| {
         events
             .iter()
-            .filter(|e| e["cat"] == "npushim::call")
-            .filter(|e| e["args"]["call"].as_str().unwrap().parse::<u128>().unwrap() & 0xff == api)
+            .filter(|e| e["cat"] == "npushim::call" && e["name"] == api)
+            .inspect(|e| {
+                let addrs: u128 = e["args"]["addrs"].as_str().unwrap().parse().unwrap();
+                assert_ne!(addrs >> 64, 0, "dst is recorded: {e}");
+            })
             .count()
     };
-    assert_eq!(calls(0), 400);
-    assert_eq!(calls(1), 200);
+    assert_eq!(calls("aclrtMemcpyAsync"), 400);
+    assert_eq!(calls("HcclMemcpyAsync"), 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -21,41 +21,127 @@ pub trait Out {
 
     #[inline]
     fn u64(&mut self, v: u64) {
-        self.put(itoa::Buffer::new().format(v).as_bytes());
+        let mut tmp = [0u8; 20];
+        let n = write_dec(&mut tmp, v);
+        self.put(&tmp[..n]);
     }
 
     #[inline]
     fn i64(&mut self, v: i64) {
-        self.put(itoa::Buffer::new().format(v).as_bytes());
+        if v < 0 {
+            self.put(b"-");
+        }
+        self.u64(v.unsigned_abs());
     }
 
     /// `"0x…"`, lower-case, no leading zeros.
     #[inline]
     fn hex(&mut self, v: u64) {
         let mut tmp = [0u8; 19];
-        let digits = (16 - (v | 1).leading_zeros() as usize / 4).max(1);
-        tmp[0] = b'"';
-        tmp[1] = b'0';
-        tmp[2] = b'x';
-        for i in 0..digits {
-            tmp[2 + digits - i] = HEX[((v >> (4 * i)) & 15) as usize];
-        }
-        tmp[3 + digits] = b'"';
-        self.put(&tmp[..4 + digits]);
+        let n = write_hex(&mut tmp, v);
+        self.put(&tmp[..n]);
     }
 
     /// Nanoseconds as microseconds with three decimals (exact, no float rounding).
     #[inline]
     fn micros(&mut self, ns: u64) {
-        self.u64(ns / 1000);
-        let frac = ns % 1000;
-        self.put(&[
-            b'.',
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ]);
+        let mut tmp = [0u8; 24];
+        let n = write_micros(&mut tmp, ns);
+        self.put(&tmp[..n]);
     }
+}
+
+/// `"00" "01" … "99"`: two decimal digits per entry.
+const DIGITS2: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Two lower-case hex digits for every byte value.
+const HEX2: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// Number of decimal digits of `v` (1 for 0).
+#[inline]
+fn dec_len(v: u64) -> usize {
+    const POW10: [u64; 20] = {
+        let mut t = [1u64; 20];
+        let mut i = 1;
+        while i < 20 {
+            t[i] = t[i - 1] * 10;
+            i += 1;
+        }
+        t
+    };
+    // floor(log10(2^bits)) is a lower bound, too small by at most one.
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    let guess = (bits * 1233) >> 12;
+    (guess + usize::from(v >= POW10[guess])).max(1)
+}
+
+/// Writes `v` in decimal at the start of `out` (at least 20 bytes); returns the length.
+/// Two digits at a time, straight into place: no temporary, no copy.
+#[inline]
+fn write_dec(out: &mut [u8], mut v: u64) -> usize {
+    let n = dec_len(v);
+    let digits = &mut out[..n];
+    let mut i = n;
+    while v >= 100 {
+        let r = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGITS2[r..r + 2]);
+    }
+    if v >= 10 {
+        let r = v as usize * 2;
+        digits[..2].copy_from_slice(&DIGITS2[r..r + 2]);
+    } else {
+        digits[0] = b'0' + v as u8;
+    }
+    n
+}
+
+/// Writes `"0x…"` (quotes included) at the start of `out` (at least 19 bytes).
+#[inline]
+fn write_hex(out: &mut [u8], mut v: u64) -> usize {
+    let digits = (16 - (v | 1).leading_zeros() as usize / 4).max(1);
+    let n = digits + 4;
+    let text = &mut out[..n];
+    text[..3].copy_from_slice(b"\"0x");
+    text[n - 1] = b'"';
+    let mut i = n - 1;
+    while i >= 5 {
+        i -= 2;
+        text[i..i + 2].copy_from_slice(&HEX2[(v & 0xff) as usize]);
+        v >>= 8;
+    }
+    if i == 4 {
+        text[3] = HEX[(v & 15) as usize];
+    }
+    n
+}
+
+/// Writes nanoseconds as microseconds with three decimals at the start of `out` (at least
+/// 24 bytes).
+#[inline]
+fn write_micros(out: &mut [u8], ns: u64) -> usize {
+    let n = write_dec(out, ns / 1000);
+    let frac = (ns % 1000) as usize;
+    let tail = &mut out[n..n + 4];
+    tail[0] = b'.';
+    tail[1] = b'0' + (frac / 100) as u8;
+    let r = frac % 100 * 2;
+    tail[2..4].copy_from_slice(&DIGITS2[r..r + 2]);
+    n + 4
 }
 
 impl Out for Vec<u8> {
@@ -81,6 +167,66 @@ impl Out for Line {
         let end = self.len + bytes.len();
         self.buf[self.len..end].copy_from_slice(bytes);
         self.len = end;
+    }
+
+    // Numbers are written in place (a line always has room for one more).
+    #[inline(always)]
+    fn u64(&mut self, v: u64) {
+        self.len += write_dec(&mut self.buf[self.len..], v);
+    }
+
+    #[inline(always)]
+    fn hex(&mut self, v: u64) {
+        self.len += write_hex(&mut self.buf[self.len..], v);
+    }
+
+    #[inline(always)]
+    fn micros(&mut self, ns: u64) {
+        self.len += write_micros(&mut self.buf[self.len..], ns);
+    }
+}
+
+/// The part of a thread's span lines that is the same for every call of one API, up to
+/// `"ts":` (`{"ph":"X","name":…,"cat":…,"pid":P,"tid":T,"ts":`): formatted once per batch
+/// of records, copied per span.
+pub struct SpanPrefix {
+    pid: u32,
+    tid: i32,
+    text: [[u8; PREFIX_MAX]; 2],
+    len: [usize; 2],
+}
+
+/// Longest prefix: 50 bytes of names, two 11-digit ids and their keys.
+const PREFIX_MAX: usize = 128;
+
+impl SpanPrefix {
+    pub fn new(pid: u32, tid: i32) -> SpanPrefix {
+        let mut p = SpanPrefix {
+            pid,
+            tid,
+            text: [[0; PREFIX_MAX]; 2],
+            len: [0; 2],
+        };
+        for api in [Api::Acl, Api::Hccl] {
+            let mut line = Line {
+                buf: [0; LINE_MAX],
+                len: 0,
+            };
+            line.put(match api {
+                Api::Acl => b"{\"ph\":\"X\",\"name\":\"aclrtMemcpyAsync\",\"cat\":\"acl\",",
+                Api::Hccl => b"{\"ph\":\"X\",\"name\":\"HcclMemcpyAsync\",\"cat\":\"hccl\",",
+            });
+            ids(&mut line, pid, tid);
+            line.put(b",\"ts\":");
+            p.text[api as usize][..line.len].copy_from_slice(&line.buf[..line.len]);
+            p.len[api as usize] = line.len;
+        }
+        p
+    }
+
+    #[inline]
+    fn get(&self, api: Api) -> &[u8] {
+        &self.text[api as usize][..self.len[api as usize]]
     }
 }
 
@@ -177,7 +323,8 @@ impl Json {
 
     /// The `X` event of one call, then its instant events (violations, fault): each line
     /// is built on the stack and appended with one copy.
-    pub fn call(&mut self, rec: &Record, pid: u32, tid: i32, clock: &Calibration) {
+    pub fn call(&mut self, rec: &Record, prefix: &SpanPrefix, clock: &Calibration) {
+        let (pid, tid) = (prefix.pid, prefix.tid);
         let api = rec.api();
         let start_ns = clock.to_ns(rec.start);
         let end_ns = clock.to_ns(rec.end);
@@ -185,12 +332,7 @@ impl Json {
         let l = &mut *self.line;
         l.len = 0;
         l.put(&[lead]);
-        l.put(match api {
-            Api::Acl => b"{\"ph\":\"X\",\"name\":\"aclrtMemcpyAsync\",\"cat\":\"acl\",",
-            Api::Hccl => b"{\"ph\":\"X\",\"name\":\"HcclMemcpyAsync\",\"cat\":\"hccl\",",
-        });
-        ids(l, pid, tid);
-        l.put(b",\"ts\":");
+        l.put(prefix.get(api));
         l.micros(start_ns);
         l.put(b",\"dur\":");
         l.micros(end_ns.saturating_sub(start_ns));
@@ -356,6 +498,47 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn numbers_match_std_formatting(v: u64, shift in 0u32..64) {
+            let v = v >> shift;
+            for n in [v, v.wrapping_add(1), v.saturating_sub(1)] {
+                let mut line = Line { buf: [0; LINE_MAX], len: 0 };
+                line.u64(n);
+                line.put(b" ");
+                line.hex(n);
+                line.put(b" ");
+                line.micros(n);
+                line.put(b" ");
+                line.i64(n as i64);
+                let want = format!(
+                    "{n} \"{n:#x}\" {}.{:03} {}",
+                    n / 1000,
+                    n % 1000,
+                    n as i64
+                );
+                proptest::prop_assert_eq!(std::str::from_utf8(&line.buf[..line.len]).unwrap(), want);
+            }
+        }
+    }
+
+    #[test]
+    fn powers_of_ten_and_sixteen() {
+        for i in 0..64 {
+            for v in [
+                1u64 << i,
+                (1u64 << i) - 1,
+                10u64.saturating_pow(i / 3),
+                10u64.saturating_pow(i / 3) - 1,
+            ] {
+                assert_eq!(dec_len(v), v.to_string().len(), "{v}");
+                let mut out = [0u8; 24];
+                let n = write_hex(&mut out, v);
+                assert_eq!(&out[..n], format!("\"{v:#x}\"").as_bytes());
+            }
+        }
+    }
+
     #[test]
     fn acl_event_matches_the_spec() {
         let mut j = Json::default();
@@ -375,7 +558,7 @@ mod tests {
             depth: 1,
             ..Record::default()
         };
-        j.call(&rec, 7, 8, &IDENTITY);
+        j.call(&rec, &SpanPrefix::new(7, 8), &IDENTITY);
         let v = parse_lines(&j.buf);
         assert_eq!(v.len(), 3);
         let x = &v[1];
@@ -410,7 +593,7 @@ mod tests {
             fault_arg: arg,
             ..Record::default()
         };
-        j.call(&rec, 1, 1, &IDENTITY);
+        j.call(&rec, &SpanPrefix::new(1, 1), &IDENTITY);
         let v = parse_lines(&j.buf);
         let a = &v[0]["args"];
         assert_eq!(a["dispatcher"], "0x99");

@@ -15,7 +15,7 @@ use tracing::{Event, Metadata, Subscriber, span};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-use super::record::{Record, Shape, set_field};
+use super::record::{MAX_FIELDS, Shape, decode};
 use super::{Settings, writer};
 use crate::sync::FlagLock;
 
@@ -27,17 +27,15 @@ static CALL_CALLSITES: [AtomicPtr<Metadata<'static>>; 4] =
 /// npushim's layer: `tracing` event → fixed-size record → per-thread ring.
 pub struct NativeLayer;
 
-struct RecordVisitor<'a>(&'a mut Record, Shape);
+/// Collects a call event's field values by field index.
+struct FieldValues([u128; MAX_FIELDS]);
 
-impl Visit for RecordVisitor<'_> {
-    #[inline]
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        set_field(self.0, self.1, field.index(), value as u128);
-    }
-
+impl Visit for FieldValues {
     #[inline]
     fn record_u128(&mut self, field: &Field, value: u128) {
-        set_field(self.0, self.1, field.index(), value);
+        if let Some(slot) = self.0.get_mut(field.index()) {
+            *slot = value;
+        }
     }
 
     fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
@@ -87,9 +85,9 @@ impl NativeLayer {
         let Some(shape) = known.or_else(|| call_shape(meta)) else {
             return;
         };
-        let mut rec = Record::default();
-        event.record(&mut RecordVisitor(&mut rec, shape));
-        super::push(&rec);
+        let mut values = FieldValues([0; MAX_FIELDS]);
+        event.record(&mut values);
+        super::push(&decode(shape, &values.0));
     }
 }
 

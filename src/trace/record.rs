@@ -89,21 +89,22 @@ impl Record {
 }
 
 /// The `tracing` event of a call carries its arguments as a few typed integer fields, each
-/// packing a natural pair: every field visit costs two dynamic calls in `tracing-core`, so
-/// five fields instead of seventeen is most of the difference between a recorder that fits
-/// the per-call budget and one that does not (measured with callgrind: see BENCHMARKS.md).
+/// packing natural neighbours: every field visit costs two dynamic calls in `tracing-core`,
+/// so four fields instead of seventeen is most of the difference between a recorder that
+/// fits the per-call budget and one that does not (measured with callgrind: see
+/// BENCHMARKS.md).
 ///
 /// | field | type | layout |
 /// |---|---|---|
-/// | `time` | u128 | start tick (high 64 bits), end tick (low 64) |
-/// | `addrs` | u128 | dst (high), src (low) |
+/// | `span` | u128 | start tick (bits 64–127), duration in ticks (16–63, saturating), depth (8–15), violations (0–7) |
+/// | `addrs` | u128 | dst (high 64 bits), src (low 64) |
 /// | `sizes` | u128 | destMax (high), count (low) |
-/// | `stream` | u64 | the stream argument |
-/// | `call` | u128 | bits 0–7 api, 8–15 depth, 16–23 violations, 24–31 fault, 32–63 kind, 64–95 ret |
+/// | `call` | u128 | stream (high), kind (bits 32–63), ret (bits 0–31) |
 /// | `peer` | u128 | HCCL only: dispatcher (high), remoteUserRank (bits 32–63), linkType (bits 0–31) |
-/// | `fault_arg` | u64 | only when a fault was injected: its code or delay |
+/// | `fault` | u128 | only when a fault was injected: its action (high), code or delay (low) |
 ///
-/// There are four shapes of the call event: API × whether a fault was injected.
+/// The API is the event's name. There are four shapes of the call event: API × whether a
+/// fault was injected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     Acl = 0,
@@ -112,22 +113,28 @@ pub enum Shape {
     HcclFault = 3,
 }
 
+/// Most fields an event of any shape has.
+pub const MAX_FIELDS: usize = 6;
+
+/// Longest duration a span can carry, in ticks (about 19 hours at 4 GHz); longer calls are
+/// recorded with this duration.
+pub const MAX_DURATION: u64 = (1 << 48) - 1;
+
 impl Shape {
     /// The field list of this shape.
     pub fn fields(self) -> &'static [&'static str] {
         match self {
-            Shape::Acl => &["time", "addrs", "sizes", "stream", "call"],
-            Shape::AclFault => &["time", "addrs", "sizes", "stream", "call", "fault_arg"],
-            Shape::Hccl => &["time", "addrs", "sizes", "stream", "call", "peer"],
-            Shape::HcclFault => &[
-                "time",
-                "addrs",
-                "sizes",
-                "stream",
-                "call",
-                "peer",
-                "fault_arg",
-            ],
+            Shape::Acl => &["span", "addrs", "sizes", "call"],
+            Shape::AclFault => &["span", "addrs", "sizes", "call", "fault"],
+            Shape::Hccl => &["span", "addrs", "sizes", "call", "peer"],
+            Shape::HcclFault => &["span", "addrs", "sizes", "call", "peer", "fault"],
+        }
+    }
+
+    pub fn api(self) -> Api {
+        match self {
+            Shape::Acl | Shape::AclFault => Api::Acl,
+            Shape::Hccl | Shape::HcclFault => Api::Hccl,
         }
     }
 
@@ -146,50 +153,81 @@ fn pair(high: u64, low: u64) -> u128 {
     (high as u128) << 64 | low as u128
 }
 
-/// Stores field number `index` of an event of `shape` into `rec`.
+/// The event fields of `rec`, in the order of its shape's field list (unused slots are 0).
 #[inline]
-pub fn set_field(rec: &mut Record, shape: Shape, index: usize, v: u128) {
-    match (index, shape) {
-        (0, _) => (rec.start, rec.end) = (hi(v), lo(v)),
-        (1, _) => (rec.dst, rec.src) = (hi(v), lo(v)),
-        (2, _) => (rec.dest_max, rec.count) = (hi(v), lo(v)),
-        (3, _) => rec.stream = lo(v),
-        (4, _) => {
-            rec.api = v as u8;
-            rec.depth = (v >> 8) as u8;
-            rec.violations = (v >> 16) as u8;
-            rec.fault = (v >> 24) as u8;
-            rec.kind = (v >> 32) as u32 as i32;
-            rec.ret = (v >> 64) as u32 as i32;
-        }
-        (5, Shape::AclFault) | (6, Shape::HcclFault) => rec.fault_arg = lo(v),
-        (5, Shape::Hccl | Shape::HcclFault) => {
-            rec.dispatcher = hi(v);
-            rec.remote_rank = (v >> 32) as u32;
-            rec.link = v as u32 as i32;
-        }
-        _ => {}
+pub fn encode(rec: &Record) -> (Shape, [u128; MAX_FIELDS]) {
+    let dur = rec.end.saturating_sub(rec.start).min(MAX_DURATION);
+    let span = pair(
+        rec.start,
+        dur << 16 | (rec.depth as u64) << 8 | rec.violations as u64,
+    );
+    let call = pair(
+        rec.stream,
+        (rec.kind as u32 as u64) << 32 | rec.ret as u32 as u64,
+    );
+    let peer = pair(
+        rec.dispatcher,
+        (rec.remote_rank as u64) << 32 | rec.link as u32 as u64,
+    );
+    let fault = pair(rec.fault as u64, rec.fault_arg);
+    let head = [
+        span,
+        pair(rec.dst, rec.src),
+        pair(rec.dest_max, rec.count),
+        call,
+    ];
+    let [a, b, c, d] = head;
+    match (rec.api(), rec.fault != 0) {
+        (Api::Acl, false) => (Shape::Acl, [a, b, c, d, 0, 0]),
+        (Api::Acl, true) => (Shape::AclFault, [a, b, c, d, fault, 0]),
+        (Api::Hccl, false) => (Shape::Hccl, [a, b, c, d, peer, 0]),
+        (Api::Hccl, true) => (Shape::HcclFault, [a, b, c, d, peer, fault]),
     }
 }
 
-/// One `tracing` event of the given shape, named after the API.
+/// The record an event of `shape` with field values `v` (by field index) stands for.
+#[inline]
+pub fn decode(shape: Shape, v: &[u128; MAX_FIELDS]) -> Record {
+    let (peer, fault) = match shape {
+        Shape::Acl => (0, 0),
+        Shape::AclFault => (0, v[4]),
+        Shape::Hccl => (v[4], 0),
+        Shape::HcclFault => (v[4], v[5]),
+    };
+    let start = hi(v[0]);
+    Record {
+        start,
+        end: start.wrapping_add(lo(v[0]) >> 16),
+        depth: (v[0] >> 8) as u8,
+        violations: v[0] as u8,
+        dst: hi(v[1]),
+        src: lo(v[1]),
+        dest_max: hi(v[2]),
+        count: lo(v[2]),
+        stream: hi(v[3]),
+        kind: (v[3] >> 32) as u32 as i32,
+        ret: v[3] as u32 as i32,
+        dispatcher: hi(peer),
+        remote_rank: (peer >> 32) as u32,
+        link: peer as u32 as i32,
+        fault: hi(fault) as u8,
+        fault_arg: lo(fault),
+        api: shape.api() as u8,
+    }
+}
+
+/// One `tracing` event named after the API, with the given fields.
 macro_rules! call_event {
-    ($name:literal, $rec:expr $(, $extra:ident = $value:expr)*) => {
+    ($name:literal, $v:expr, $($field:ident = $i:literal),*) => {
         tracing::event!(
             name: $name,
             target: "npushim::call",
             tracing::Level::INFO,
-            time = pair($rec.start, $rec.end),
-            addrs = pair($rec.dst, $rec.src),
-            sizes = pair($rec.dest_max, $rec.count),
-            stream = $rec.stream,
-            call = $rec.api as u128
-                | ($rec.depth as u128) << 8
-                | ($rec.violations as u128) << 16
-                | ($rec.fault as u128) << 24
-                | ($rec.kind as u32 as u128) << 32
-                | ($rec.ret as u32 as u128) << 64,
-            $($extra = $value,)*
+            span = $v[0],
+            addrs = $v[1],
+            sizes = $v[2],
+            call = $v[3],
+            $($field = $v[$i],)*
         )
     };
 }
@@ -197,22 +235,12 @@ macro_rules! call_event {
 /// Emits the `tracing` event for one call; the active layer turns it into a record.
 #[inline]
 pub fn emit(rec: &Record) {
-    let peer = || {
-        pair(
-            rec.dispatcher,
-            (rec.remote_rank as u64) << 32 | rec.link as u32 as u64,
-        )
-    };
-    match (rec.api(), rec.fault != 0) {
-        (Api::Acl, false) => call_event!("aclrtMemcpyAsync", rec),
-        (Api::Acl, true) => call_event!("aclrtMemcpyAsync", rec, fault_arg = rec.fault_arg),
-        (Api::Hccl, false) => call_event!("HcclMemcpyAsync", rec, peer = peer()),
-        (Api::Hccl, true) => call_event!(
-            "HcclMemcpyAsync",
-            rec,
-            peer = peer(),
-            fault_arg = rec.fault_arg
-        ),
+    let (shape, v) = encode(rec);
+    match shape {
+        Shape::Acl => call_event!("aclrtMemcpyAsync", v,),
+        Shape::AclFault => call_event!("aclrtMemcpyAsync", v, fault = 4),
+        Shape::Hccl => call_event!("HcclMemcpyAsync", v, peer = 4),
+        Shape::HcclFault => call_event!("HcclMemcpyAsync", v, peer = 4, fault = 5),
     }
 }
 
@@ -223,6 +251,55 @@ mod tests {
     #[test]
     fn record_is_small() {
         assert!(std::mem::size_of::<Record>() <= 96);
+    }
+
+    proptest::proptest! {
+        /// What the writer gets back from an event is exactly the call's record (a duration
+        /// beyond 48 bits of ticks saturates).
+        #[test]
+        fn events_round_trip(
+            words: [u64; 8],
+            small: [u32; 4],
+            tags: (u8, u8, u8, bool),
+            dur in proptest::prop_oneof![0u64..10_000_000, proptest::num::u64::ANY],
+        ) {
+            let (depth, violations, fault, hccl) = tags;
+            let rec = Record {
+                start: words[0],
+                end: words[0].wrapping_add(dur.min(MAX_DURATION)),
+                dst: words[1],
+                src: words[2],
+                stream: words[3],
+                dispatcher: if hccl { words[4] } else { 0 },
+                dest_max: words[5],
+                count: words[6],
+                fault_arg: if fault % 5 != 0 { words[7] } else { 0 },
+                kind: small[0] as i32,
+                link: if hccl { small[1] as i32 } else { 0 },
+                ret: small[2] as i32,
+                remote_rank: if hccl { small[3] } else { 0 },
+                api: if hccl { Api::Hccl as u8 } else { Api::Acl as u8 },
+                depth,
+                violations,
+                fault: fault % 5,
+            };
+            if rec.end < rec.start {
+                return Ok(());
+            }
+            let (shape, v) = encode(&rec);
+            proptest::prop_assert_eq!(decode(shape, &v), rec);
+        }
+    }
+
+    #[test]
+    fn long_calls_saturate() {
+        let rec = Record {
+            start: 5,
+            end: u64::MAX,
+            ..Record::default()
+        };
+        let (shape, v) = encode(&rec);
+        assert_eq!(decode(shape, &v).end, 5 + MAX_DURATION);
     }
 
     #[test]

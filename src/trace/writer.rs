@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::clock::{Anchor, Calibration};
-use super::json::{Json, Out};
+use super::json::{Json, Out, SpanPrefix};
 use super::{FLUSH_INTERVAL, KICK, Settings, file, ring};
 use crate::sync::FlagLock;
 
@@ -151,9 +151,10 @@ impl Writer {
                     };
                     self.json.metadata("thread_name", self.pid, tid, &args);
                 }
+                let prefix = SpanPrefix::new(self.pid, tid);
                 loop {
-                    let (json, pid) = (&mut self.json, self.pid);
-                    let n = ring.drain(DRAIN_BATCH, |rec| json.call(rec, pid, tid, &clock));
+                    let json = &mut self.json;
+                    let n = ring.drain(DRAIN_BATCH, |rec| json.call(rec, &prefix, &clock));
                     self.spans += n;
                     super::note_progress();
                     if self.json.buf.len() >= BUF_LIMIT && !self.flush_buf() {

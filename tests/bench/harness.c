@@ -19,7 +19,11 @@
  * HOST_TO_DEVICE, non-NULL stream) so a checking interposer takes its common
  * path; nothing ever dereferences them.
  *
- * Usage: harness [--calls N] [--threads T] [--warmup N] [--rss]
+ * Usage: harness [--calls N] [--threads T] [--warmup N] [--burst N [--gap-us G]] [--rss]
+ *   --burst N  paced mode: the calls come in bursts of N, each followed by an
+ *              idle gap of G microseconds (default 2000); only the bursts are
+ *              timed.  This is the cost a program that computes between copies
+ *              sees, with a tracer's background work done in the gaps.
  *   --rss  also print the process's peak resident set (VmHWM) after the run.
  */
 #define _GNU_SOURCE
@@ -45,6 +49,8 @@ struct worker {
     int index;
     uint64_t calls;
     uint64_t warmup;
+    uint64_t burst;
+    uint64_t gap_us;
     pthread_barrier_t *start;
     uint64_t loop_ns;
     uint64_t loop_cpu_ns;
@@ -84,13 +90,32 @@ static void *run_worker(void *arg)
     copy_loop(w->warmup, dst, src, stream);
 
     pthread_barrier_wait(w->start);
-    uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-    uint64_t t0 = now_ns(CLOCK_MONOTONIC);
-    w->errors = copy_loop(w->calls, dst, src, stream);
-    uint64_t t1 = now_ns(CLOCK_MONOTONIC);
-    uint64_t c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-    w->loop_ns = t1 - t0;
-    w->loop_cpu_ns = c1 - c0;
+    if (w->burst == 0) {
+        uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+        w->errors = copy_loop(w->calls, dst, src, stream);
+        uint64_t t1 = now_ns(CLOCK_MONOTONIC);
+        uint64_t c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        w->loop_ns = t1 - t0;
+        w->loop_cpu_ns = c1 - c0;
+        return NULL;
+    }
+    /* Paced: bursts of calls separated by idle gaps (a program that computes
+     * between copies); only the bursts are timed. */
+    for (uint64_t done = 0; done < w->calls;) {
+        uint64_t n = w->calls - done < w->burst ? w->calls - done : w->burst;
+        uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+        w->errors += copy_loop(n, dst, src, stream);
+        uint64_t t1 = now_ns(CLOCK_MONOTONIC);
+        uint64_t c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        w->loop_ns += t1 - t0;
+        w->loop_cpu_ns += c1 - c0;
+        done += n;
+        struct timespec gap = {(time_t)(w->gap_us / 1000000), (long)(w->gap_us % 1000000) * 1000};
+        while (nanosleep(&gap, &gap) != 0 && errno == EINTR) {
+        }
+    }
     return NULL;
 }
 
@@ -137,10 +162,13 @@ static uint64_t parse_count(const char *opt, const char *s)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: harness [--calls N] [--threads T] [--warmup N] [--rss]\n"
+    fprintf(out, "usage: harness [--calls N] [--threads T] [--warmup N] [--burst N [--gap-us G]] [--rss]\n"
                  "  --calls N    calls per thread in the measured loop (default 20M; K/M suffixes)\n"
                  "  --threads T  threads calling concurrently (default 1, max %d)\n"
                  "  --warmup N   calls per thread before timing (default min(calls/10, 1M))\n"
+                 "  --burst N    paced: calls in bursts of N with an idle gap after each; only\n"
+                 "               the bursts are timed (default 0: one tight loop)\n"
+                 "  --gap-us G   the idle gap after each burst, in microseconds (default 2000)\n"
                  "  --rss        print the peak resident set (VmHWM) after the run\n",
             MAX_THREADS);
 }
@@ -151,6 +179,7 @@ int main(int argc, char **argv)
     uint64_t warmup = UINT64_MAX;
     long threads = 1;
     int want_rss = 0;
+    uint64_t burst = 0, gap_us = 2000;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -160,6 +189,10 @@ int main(int argc, char **argv)
             threads = (long)parse_count(a, argv[++i]);
         } else if (strcmp(a, "--warmup") == 0 && i + 1 < argc) {
             warmup = parse_count(a, argv[++i]);
+        } else if (strcmp(a, "--burst") == 0 && i + 1 < argc) {
+            burst = parse_count(a, argv[++i]);
+        } else if (strcmp(a, "--gap-us") == 0 && i + 1 < argc) {
+            gap_us = parse_count(a, argv[++i]);
         } else if (strcmp(a, "--rss") == 0) {
             want_rss = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -186,6 +219,8 @@ int main(int argc, char **argv)
             .index = (int)t,
             .calls = calls,
             .warmup = warmup,
+            .burst = burst,
+            .gap_us = gap_us,
             .start = &start,
         };
         int rc = pthread_create(&workers[t].thread, NULL, run_worker, &workers[t]);
