@@ -1,8 +1,8 @@
 //! The `tracing` side of the timeline: npushim's own layer, and the `tracing-chrome` sink.
 //!
-//! Each call emits one `tracing` event with typed fields. [`NativeLayer`] decodes it by
-//! field index into a fixed-size record and pushes it into the calling thread's ring: no
-//! allocation, no formatting, no lock. The subscriber lives in this library's own copy of
+//! Each call emits one `tracing` event with typed fields. [`NativeLayer`] stores its field
+//! values by index straight into a slot of the calling thread's ring (the writer decodes
+//! them): no allocation, no formatting, no lock, no copy. The subscriber lives in this library's own copy of
 //! `tracing`, so it never meets a host program's subscriber.
 
 use std::fs::File;
@@ -15,7 +15,7 @@ use tracing::{Event, Metadata, Subscriber, span};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-use super::record::{MAX_FIELDS, Shape, decode};
+use super::record::{Packed, Shape, tag_shape};
 use super::{Settings, writer};
 use crate::sync::FlagLock;
 
@@ -27,10 +27,10 @@ static CALL_CALLSITES: [AtomicPtr<Metadata<'static>>; 4] =
 /// npushim's layer: `tracing` event → fixed-size record → per-thread ring.
 pub struct NativeLayer;
 
-/// Collects a call event's field values by field index.
-struct FieldValues([u128; MAX_FIELDS]);
+/// Stores a call event's field values by field index (straight into a ring slot).
+struct FieldValues<'a>(&'a mut Packed);
 
-impl Visit for FieldValues {
+impl Visit for FieldValues<'_> {
     #[inline]
     fn record_u128(&mut self, field: &Field, value: u128) {
         if let Some(slot) = self.0.get_mut(field.index()) {
@@ -85,9 +85,10 @@ impl NativeLayer {
         let Some(shape) = known.or_else(|| call_shape(meta)) else {
             return;
         };
-        let mut values = FieldValues([0; MAX_FIELDS]);
-        event.record(&mut values);
-        super::push(&decode(shape, &values.0));
+        super::push_with(|slot| {
+            event.record(&mut FieldValues(slot));
+            tag_shape(slot, shape);
+        });
     }
 }
 

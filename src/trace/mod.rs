@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::config::Sink;
 use crate::sync::Event;
-use record::Record;
+use record::{Packed, Record};
 
 /// Data reaches the file at least this often (SPEC §5 asks for 100 ms).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -98,20 +98,22 @@ pub fn active() -> bool {
     matches!(STATE.load(Ordering::Relaxed), IDLE | STARTING | RUNNING)
 }
 
-/// Records one call. Hot path: one relaxed load, then the `tracing` event.
-#[inline]
+/// Records one call. Hot path: one relaxed load, then the `tracing` event (inlined into the
+/// pipeline with it, so the record is never built in memory).
+#[inline(always)]
 pub fn record(rec: &Record) {
     match STATE.load(Ordering::Relaxed) {
-        RUNNING => record::emit(rec),
+        RUNNING => {}
         IDLE | STARTING => {
             start();
-            if STATE.load(Ordering::Acquire) == RUNNING {
-                record::emit(rec);
+            if STATE.load(Ordering::Acquire) != RUNNING {
+                return;
             }
         }
-        FINISHED => late(),
-        _ => {}
+        FINISHED => return late(),
+        _ => return,
     }
+    record::emit(rec);
 }
 
 #[cold]
@@ -124,26 +126,31 @@ fn late() {
     }
 }
 
-/// Pushes a record into the calling thread's ring. If the ring is full the caller waits for
-/// the writer (back-pressure) as long as the writer makes progress; a record that cannot be
-/// stored because the writer stalled is counted as dropped, never lost silently.
+/// Stores a record, filled in place by `fill`, in the calling thread's ring. If the ring is
+/// full the caller waits for the writer (back-pressure) as long as the writer makes
+/// progress; a record that cannot be stored because the writer stalled is counted as
+/// dropped, never lost silently.
 #[inline]
-pub(crate) fn push(rec: &Record) {
+pub(crate) fn push_with(fill: impl Fn(&mut Packed)) {
     let Some(ring) = ring::current() else {
         return;
     };
-    match ring.try_push(rec) {
+    match ring.try_push_with(&fill) {
         Some(n) => {
             if n % (ring::CAPACITY as u64 / 2) == 0 {
                 KICK.wake();
             }
         }
-        None => push_slow(ring, rec),
+        None => {
+            let mut rec = [0; record::MAX_FIELDS];
+            fill(&mut rec);
+            push_slow(ring, &rec);
+        }
     }
 }
 
 #[cold]
-fn push_slow(ring: &ring::Ring, rec: &Record) {
+fn push_slow(ring: &ring::Ring, rec: &Packed) {
     let mut seen = PROGRESS.load(Ordering::Acquire);
     if STALLED.load(Ordering::Relaxed) {
         KICK.wake();

@@ -96,7 +96,7 @@ impl Record {
 ///
 /// | field | type | layout |
 /// |---|---|---|
-/// | `span` | u128 | start tick (bits 64–127), duration in ticks (16–63, saturating), depth (8–15), violations (0–7) |
+/// | `span` | u128 | start tick (bits 64–127), duration in ticks (16–63, saturating), depth (8–13, saturating at 63), violations (0–7) |
 /// | `addrs` | u128 | dst (high 64 bits), src (low 64) |
 /// | `sizes` | u128 | destMax (high), count (low) |
 /// | `call` | u128 | stream (high), kind (bits 32–63), ret (bits 0–31) |
@@ -115,6 +115,15 @@ pub enum Shape {
 
 /// Most fields an event of any shape has.
 pub const MAX_FIELDS: usize = 6;
+
+/// A call as a ring stores it: the event's field values by field index, with its shape in
+/// bits 14–15 of `span` (which the event leaves 0). The writer [`unpack`]s it.
+pub type Packed = [u128; MAX_FIELDS];
+
+/// Deepest nesting a span records (deeper calls are recorded at this depth).
+pub const MAX_DEPTH: u8 = 63;
+
+const SHAPE_SHIFT: u32 = 14;
 
 /// Longest duration a span can carry, in ticks (about 19 hours at 4 GHz); longer calls are
 /// recorded with this duration.
@@ -159,7 +168,7 @@ pub fn encode(rec: &Record) -> (Shape, [u128; MAX_FIELDS]) {
     let dur = rec.end.saturating_sub(rec.start).min(MAX_DURATION);
     let span = pair(
         rec.start,
-        dur << 16 | (rec.depth as u64) << 8 | rec.violations as u64,
+        dur << 16 | (rec.depth.min(MAX_DEPTH) as u64) << 8 | rec.violations as u64,
     );
     let call = pair(
         rec.stream,
@@ -185,9 +194,24 @@ pub fn encode(rec: &Record) -> (Shape, [u128; MAX_FIELDS]) {
     }
 }
 
+/// Marks a ring slot with the shape of the event it holds.
+#[inline]
+pub fn tag_shape(slot: &mut Packed, shape: Shape) {
+    slot[0] |= (shape as u128) << SHAPE_SHIFT;
+}
+
+/// The record a ring slot holds.
+#[inline]
+pub fn unpack(slot: &Packed) -> Record {
+    let shape = Shape::ALL[(slot[0] >> SHAPE_SHIFT) as usize & 3];
+    let mut v = *slot;
+    v[0] &= !(3 << SHAPE_SHIFT);
+    decode(shape, &v)
+}
+
 /// The record an event of `shape` with field values `v` (by field index) stands for.
 #[inline]
-pub fn decode(shape: Shape, v: &[u128; MAX_FIELDS]) -> Record {
+pub fn decode(shape: Shape, v: &Packed) -> Record {
     let (peer, fault) = match shape {
         Shape::Acl => (0, 0),
         Shape::AclFault => (0, v[4]),
@@ -198,7 +222,7 @@ pub fn decode(shape: Shape, v: &[u128; MAX_FIELDS]) -> Record {
     Record {
         start,
         end: start.wrapping_add(lo(v[0]) >> 16),
-        depth: (v[0] >> 8) as u8,
+        depth: (v[0] >> 8) as u8 & MAX_DEPTH,
         violations: v[0] as u8,
         dst: hi(v[1]),
         src: lo(v[1]),
@@ -233,7 +257,8 @@ macro_rules! call_event {
 }
 
 /// Emits the `tracing` event for one call; the active layer turns it into a record.
-#[inline]
+/// Inlined into the pipeline, so the record is never built in memory.
+#[inline(always)]
 pub fn emit(rec: &Record) {
     let (shape, v) = encode(rec);
     match shape {
@@ -286,8 +311,12 @@ mod tests {
             if rec.end < rec.start {
                 return Ok(());
             }
-            let (shape, v) = encode(&rec);
+            let (shape, mut v) = encode(&rec);
+            let rec = Record { depth: rec.depth.min(MAX_DEPTH), ..rec };
             proptest::prop_assert_eq!(decode(shape, &v), rec);
+            // What the ring stores (the layer tags the slot with the shape).
+            tag_shape(&mut v, shape);
+            proptest::prop_assert_eq!(unpack(&v), rec);
         }
     }
 

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
-use super::record::Record;
+use super::record::Packed;
 
 /// Records per ring (a power of two): 16384 × 96 B = 1.5 MiB per calling thread.
 pub const CAPACITY: usize = 1 << 14;
@@ -40,7 +40,7 @@ pub struct Ring {
     tid: AtomicI32,
     /// The next ring of the registry (set once, before the ring is published).
     next: AtomicPtr<Ring>,
-    slots: Box<[UnsafeCell<MaybeUninit<Record>>]>,
+    slots: Box<[UnsafeCell<MaybeUninit<Packed>>]>,
 }
 
 // SAFETY: `slots` and `cached_tail` are only touched by the owning producer thread (writes,
@@ -68,10 +68,11 @@ impl Ring {
         }
     }
 
-    /// Appends a record and returns how many records the ring has taken in all; `None` if
-    /// the ring is full. Producer only.
+    /// Appends a record filled in place by `fill` (on a zeroed slot) and returns how many
+    /// records the ring has taken in all; `None` if the ring is full (then `fill` is not
+    /// called). Producer only.
     #[inline]
-    pub fn try_push(&self, rec: &Record) -> Option<u64> {
+    pub fn try_push_with(&self, fill: impl FnOnce(&mut Packed)) -> Option<u64> {
         let head = self.head.0.load(Ordering::Relaxed);
         if head - self.cached_tail.0.get() >= CAPACITY as u64 {
             self.cached_tail.0.set(self.tail.0.load(Ordering::Acquire));
@@ -81,10 +82,17 @@ impl Ring {
         }
         let slot = &self.slots[(head & MASK) as usize];
         // SAFETY: the slot at `head` is not visible to the consumer until the Release store
-        // below, and the consumer has released it (tail > head - CAPACITY).
-        unsafe { (*slot.get()).write(*rec) };
+        // below, and the consumer has released it (tail > head - CAPACITY). If `fill`
+        // panics, `head` does not move and the slot stays unpublished.
+        fill(unsafe { (*slot.get()).write([0; super::record::MAX_FIELDS]) });
         self.head.0.store(head + 1, Ordering::Release);
         Some(head + 1)
+    }
+
+    /// Appends a copy of `rec`; as [`Ring::try_push_with`].
+    #[inline]
+    pub fn try_push(&self, rec: &Packed) -> Option<u64> {
+        self.try_push_with(|slot| *slot = *rec)
     }
 
     /// Records waiting to be written.
@@ -94,7 +102,7 @@ impl Ring {
 
     /// Hands at most `max` published records to `f`, then frees their slots; returns how
     /// many. Consumer only.
-    pub fn drain(&self, max: u64, mut f: impl FnMut(&Record)) -> u64 {
+    pub fn drain(&self, max: u64, mut f: impl FnMut(&Packed)) -> u64 {
         let tail = self.tail.0.load(Ordering::Relaxed);
         let head = self
             .head
@@ -281,12 +289,10 @@ pub fn fork_child() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::record::MAX_FIELDS;
 
-    fn rec(i: u64) -> Record {
-        Record {
-            start: i,
-            ..Record::default()
-        }
+    fn rec(i: u64) -> Packed {
+        [i as u128; MAX_FIELDS]
     }
 
     #[test]
@@ -298,12 +304,12 @@ mod tests {
         assert_eq!(ring.try_push(&rec(0)), None);
         let mut next = 0;
         let n = ring.drain(10, |r| {
-            assert_eq!(r.start, next);
+            assert_eq!(r[0], next as u128);
             next += 1;
         });
         assert_eq!(n, 10);
         let n = ring.drain(u64::MAX, |r| {
-            assert_eq!(r.start, next);
+            assert_eq!(r[0], next as u128);
             next += 1;
         });
         assert_eq!(n, CAPACITY as u64 - 10);
@@ -325,7 +331,7 @@ mod tests {
         let mut next = 0;
         while next < N {
             ring.drain(1000, |r| {
-                assert_eq!(r.start, next);
+                assert_eq!(r[0], next as u128);
                 next += 1;
             });
         }

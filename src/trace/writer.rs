@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::clock::{Anchor, Calibration};
 use super::json::{Json, Out, SpanPrefix};
+use super::record::unpack;
 use super::{FLUSH_INTERVAL, KICK, Settings, file, ring};
 use crate::sync::FlagLock;
 
@@ -154,7 +155,7 @@ impl Writer {
                 let prefix = SpanPrefix::new(self.pid, tid);
                 loop {
                     let json = &mut self.json;
-                    let n = ring.drain(DRAIN_BATCH, |rec| json.call(rec, &prefix, &clock));
+                    let n = ring.drain(DRAIN_BATCH, |p| json.call(&unpack(p), &prefix, &clock));
                     self.spans += n;
                     super::note_progress();
                     if self.json.buf.len() >= BUF_LIMIT && !self.flush_buf() {
