@@ -577,13 +577,13 @@ EOF
 
 ## How to reproduce
 
-    scripts/bench.sh            # full run: $RUNS runs, about 7–10 minutes on 2 cores
+    scripts/bench.sh            # full run: $RUNS runs, about 2–4 minutes on 2 cores once built
     scripts/bench.sh --quick    # 3 runs, fewer calls: a rough check
 
 Needs cargo, gcc, make, awk; valgrind for the instruction counts (skipped with
 \`--no-callgrind\` or when absent); \`/usr/bin/time\` for the process CPU column. The script
 builds \`libnpushim.so\` (release), the no-op \`libascendcl.so\` into \`target/bench-sim\` and the
-harness and C interposer into \`target/bench\`. To time one configuration by hand:
+harness, C interposer and C recorder into \`target/bench\`. To time one configuration by hand:
 
     target/bench/harness --calls 20M --threads 1
     LD_PRELOAD=target/bench/c_interposer.so target/bench/harness --calls 20M
