@@ -49,20 +49,54 @@ fn depth_cell() -> Option<&'static Cell<u32>> {
         .ok()
 }
 
-/// True when the pipeline has nothing to do for `call`: the shim is initialised, no trace
-/// is being written, no fault rule is active, the call cannot be nested, and it breaks no
-/// rule. Then the export forwards at once, without building the pipeline's state. Pure
-/// comparisons of integers: cannot panic.
+/// What an `aclrtMemcpyAsync` call needs (decided before anything is spilled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule).
+    Forward,
+    /// Only a span: forward between two clock reads and record, skipping the pipeline's
+    /// check, fault and nesting stages (the trace is running; no fault rule is active; the
+    /// call cannot be nested and breaks no rule).
+    Record,
+    /// The whole pipeline.
+    Pipeline,
+}
+
+/// Routes `call`: pure comparisons of integers, cannot panic.
 #[inline(always)]
-pub fn nothing_to_do(call: &Call) -> bool {
+pub fn route(call: &Call) -> Route {
     let Some(rt) = runtime::get_initialised() else {
-        return false;
+        return Route::Pipeline;
     };
-    !trace::active()
-        && !runtime::faults_active()
+    let plain = !runtime::faults_active()
         && call.api == Api::Acl
         && !NESTING.load(Ordering::Relaxed)
-        && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
+        && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules));
+    match (plain, trace::state()) {
+        (true, trace::Phase::Off) => Route::Forward,
+        (true, trace::Phase::Running) => Route::Record,
+        _ => Route::Pipeline,
+    }
+}
+
+/// [`Route::Record`]: forwards, then records the span. Recording cannot change the
+/// result: a panic in it is caught after the real call returned.
+#[inline(always)]
+pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> c_int {
+    let start = clock::now();
+    let ret = forward();
+    let end = clock::now();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        trace::record(&to_record(
+            call,
+            start,
+            end,
+            ret,
+            RuleSet::EMPTY,
+            Decision::Forward,
+        ));
+    }));
+    ret
 }
 
 /// Runs one call through the pipeline; `forward` calls the real function. Kept out of

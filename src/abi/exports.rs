@@ -7,8 +7,9 @@
 use std::ffi::{c_int, c_void};
 
 use super::types::{AclError, Api, Call, HcclResult};
+use crate::intercept::{self, Route};
 use crate::real::{self, AclrtMemcpyAsyncFn, HcclMemcpyAsyncFn};
-use crate::{intercept, runtime};
+use crate::runtime;
 
 /// `aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count,
 /// aclrtMemcpyKind kind, aclrtStream stream)`
@@ -24,14 +25,23 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
     kind: c_int,
     stream: *mut c_void,
 ) -> AclError {
-    let call = acl_call(dst, destMax, src, count, kind, stream);
     // Pass-through, or a clean call with nothing to record: a few loads and compares, then
-    // a tail call; nothing is spilled on these paths.
-    if runtime::pass_through() || intercept::nothing_to_do(&call) {
-        if let Some(f) = real::acl_memcpy_async_if_resolved() {
-            // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
-            return unsafe { f(dst, destMax, src, count, kind, stream) };
+    // a tail call; nothing is spilled on these paths. A clean call while tracing goes
+    // straight to its span.
+    let route = if runtime::pass_through() {
+        Route::Forward
+    } else {
+        intercept::route(&acl_call(dst, destMax, src, count, kind, stream))
+    };
+    match route {
+        Route::Forward => {
+            if let Some(f) = real::acl_memcpy_async_if_resolved() {
+                // SAFETY: forwarding the caller's own arguments, unchanged.
+                return unsafe { f(dst, destMax, src, count, kind, stream) };
+            }
         }
+        Route::Record => return acl_record(dst, destMax, src, count, kind, stream),
+        Route::Pipeline => {}
     }
     acl_pipeline(dst, destMax, src, count, kind, stream)
 }
@@ -56,6 +66,27 @@ fn acl_call(
         stream: stream as usize,
         ..Call::new(Api::Acl)
     }
+}
+
+/// [`Route::Record`], out of line (with the export's own signature, so that every path of
+/// the export ends in a tail call and none of them needs a stack frame).
+#[inline(never)]
+fn acl_record(
+    dst: *mut c_void,
+    dest_max: usize,
+    src: *const c_void,
+    count: usize,
+    kind: c_int,
+    stream: *mut c_void,
+) -> AclError {
+    let Some(f) = real::acl_memcpy_async_if_resolved() else {
+        return acl_pipeline(dst, dest_max, src, count, kind, stream);
+    };
+    let call = acl_call(dst, dest_max, src, count, kind, stream);
+    // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
+    intercept::forward_and_record(&call, || unsafe {
+        f(dst, dest_max, src, count, kind, stream)
+    })
 }
 
 #[inline(never)]

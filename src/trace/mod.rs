@@ -98,6 +98,28 @@ pub fn active() -> bool {
     matches!(STATE.load(Ordering::Relaxed), IDLE | STARTING | RUNNING)
 }
 
+/// Where the trace is, as far as one call is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not traced (off, or tracing stopped).
+    Off,
+    /// The writer is running: record.
+    Running,
+    /// The file is still to be created, or the final flush happened: the pipeline handles
+    /// both (creating the file, or saying once that late calls go untraced).
+    Other,
+}
+
+/// The current [`Phase`] (one relaxed load).
+#[inline]
+pub fn state() -> Phase {
+    match STATE.load(Ordering::Relaxed) {
+        RUNNING => Phase::Running,
+        OFF => Phase::Off,
+        _ => Phase::Other,
+    }
+}
+
 /// Records one call. Hot path: one relaxed load, then the `tracing` event (inlined into the
 /// pipeline with it, so the record is never built in memory).
 #[inline(always)]
