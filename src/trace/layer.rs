@@ -15,7 +15,7 @@ use tracing::{Event, Metadata, Subscriber, span};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-use super::record::{Packed, Shape, tag_shape};
+use super::record::{Shape, tag_shape, units_for};
 use super::{Settings, writer};
 use crate::sync::FlagLock;
 
@@ -28,7 +28,7 @@ static CALL_CALLSITES: [AtomicPtr<Metadata<'static>>; 4] =
 pub struct NativeLayer;
 
 /// Stores a call event's field values by field index (straight into a ring slot).
-struct FieldValues<'a>(&'a mut Packed);
+struct FieldValues<'a>(&'a mut [u128]);
 
 impl Visit for FieldValues<'_> {
     #[inline]
@@ -85,7 +85,7 @@ impl NativeLayer {
         let Some(shape) = known.or_else(|| call_shape(meta)) else {
             return;
         };
-        super::push_with(|slot| {
+        super::push_with(units_for(shape), |slot| {
             event.record(&mut FieldValues(slot));
             tag_shape(slot, shape);
         });

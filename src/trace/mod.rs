@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::config::Sink;
 use crate::sync::Event;
-use record::{Packed, Record};
+use record::Record;
 
 /// Data reaches the file at least this often (SPEC §5 asks for 100 ms).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -148,31 +148,33 @@ fn late() {
     }
 }
 
-/// Stores a record, filled in place by `fill`, in the calling thread's ring. If the ring is
-/// full the caller waits for the writer (back-pressure) as long as the writer makes
-/// progress; a record that cannot be stored because the writer stalled is counted as
-/// dropped, never lost silently.
+/// Stores a record of `units` ring units, filled in place by `fill`, in the calling
+/// thread's ring. If the ring is full the caller waits for the writer (back-pressure) as
+/// long as the writer makes progress; a record that cannot be stored because the writer
+/// stalled is counted as dropped, never lost silently.
 #[inline]
-pub(crate) fn push_with(fill: impl Fn(&mut Packed)) {
+pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
     let Some(ring) = ring::current() else {
         return;
     };
-    match ring.try_push_with(&fill) {
+    match ring.try_push_with(units, &fill) {
         Some(n) => {
-            if n % (ring::CAPACITY as u64 / 2) == 0 {
+            // Wake the writer each time the ring has taken another half of its capacity.
+            if n % (ring::CAPACITY as u64 / 2) < units {
                 KICK.wake();
             }
         }
         None => {
-            let mut rec = [0; record::MAX_FIELDS];
-            fill(&mut rec);
-            push_slow(ring, &rec);
+            let mut rec = [0; 2 * record::UNIT_WORDS];
+            let words = &mut rec[..units.clamp(1, 2) as usize * record::UNIT_WORDS];
+            fill(words);
+            push_slow(ring, words);
         }
     }
 }
 
 #[cold]
-fn push_slow(ring: &ring::Ring, rec: &Packed) {
+fn push_slow(ring: &ring::Ring, rec: &[u128]) {
     let mut seen = PROGRESS.load(Ordering::Acquire);
     if STALLED.load(Ordering::Relaxed) {
         KICK.wake();

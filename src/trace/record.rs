@@ -117,8 +117,28 @@ pub enum Shape {
 pub const MAX_FIELDS: usize = 6;
 
 /// A call as a ring stores it: the event's field values by field index, with its shape in
-/// bits 14–15 of `span` (which the event leaves 0). The writer [`unpack`]s it.
+/// bits 14–15 of `span` (which the event leaves 0), in one 64-byte unit of
+/// [`UNIT_WORDS`] values for a plain ACL call and two otherwise. The writer [`unpack`]s it.
 pub type Packed = [u128; MAX_FIELDS];
+
+/// Field values per ring unit (64 bytes).
+pub const UNIT_WORDS: usize = 4;
+
+/// Ring units a record of `shape` takes.
+#[inline]
+pub fn units_for(shape: Shape) -> u64 {
+    shape.fields().len().div_ceil(UNIT_WORDS) as u64
+}
+
+/// Ring units of the record whose first word (`span`, tagged) is `span`.
+#[inline]
+pub fn units_of(span: u128) -> u64 {
+    units_for(shape_of(span))
+}
+
+fn shape_of(span: u128) -> Shape {
+    Shape::ALL[(span >> SHAPE_SHIFT) as usize & 3]
+}
 
 /// Deepest nesting a span records (deeper calls are recorded at this depth).
 pub const MAX_DEPTH: u8 = 63;
@@ -194,17 +214,21 @@ pub fn encode(rec: &Record) -> (Shape, [u128; MAX_FIELDS]) {
     }
 }
 
-/// Marks a ring slot with the shape of the event it holds.
+/// Marks a ring record with the shape of the event it holds.
 #[inline]
-pub fn tag_shape(slot: &mut Packed, shape: Shape) {
-    slot[0] |= (shape as u128) << SHAPE_SHIFT;
+pub fn tag_shape(words: &mut [u128], shape: Shape) {
+    if let Some(span) = words.first_mut() {
+        *span |= (shape as u128) << SHAPE_SHIFT;
+    }
 }
 
-/// The record a ring slot holds.
+/// The record a ring holds (its one or two units' words).
 #[inline]
-pub fn unpack(slot: &Packed) -> Record {
-    let shape = Shape::ALL[(slot[0] >> SHAPE_SHIFT) as usize & 3];
-    let mut v = *slot;
+pub fn unpack(words: &[u128]) -> Record {
+    let mut v: Packed = [0; MAX_FIELDS];
+    let n = words.len().min(MAX_FIELDS);
+    v[..n].copy_from_slice(&words[..n]);
+    let shape = shape_of(v[0]);
     v[0] &= !(3 << SHAPE_SHIFT);
     decode(shape, &v)
 }
@@ -314,9 +338,14 @@ mod tests {
             let (shape, mut v) = encode(&rec);
             let rec = Record { depth: rec.depth.min(MAX_DEPTH), ..rec };
             proptest::prop_assert_eq!(decode(shape, &v), rec);
-            // What the ring stores (the layer tags the slot with the shape).
+            // What the ring stores (the layer tags the record with its shape): one unit
+            // for a plain ACL call, two otherwise.
             tag_shape(&mut v, shape);
-            proptest::prop_assert_eq!(unpack(&v), rec);
+            let units = units_of(v[0]) as usize;
+            proptest::prop_assert_eq!(units, if shape == Shape::Acl { 1 } else { 2 });
+            let mut ring_words = [0u128; 2 * UNIT_WORDS];
+            ring_words[..MAX_FIELDS].copy_from_slice(&v);
+            proptest::prop_assert_eq!(unpack(&ring_words[..units * UNIT_WORDS]), rec);
         }
     }
 

@@ -9,11 +9,18 @@
 use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::ptr;
+use std::slice;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
-use super::record::Packed;
+use super::record::{UNIT_WORDS, units_of};
 
-/// Records per ring (a power of two): 16384 × 96 B = 1.5 MiB per calling thread.
+/// One cache line of a ring. A record takes one unit (a plain `aclrtMemcpyAsync` call) or
+/// two (an HCCL call, or a call with a fault), always contiguous in memory.
+#[repr(C, align(64))]
+struct Unit([u128; UNIT_WORDS]);
+
+/// Units per ring (a power of two): 16384 × 64 B = 1 MiB per calling thread, so 16384 plain
+/// calls or 8192 HCCL calls.
 pub const CAPACITY: usize = 1 << 14;
 const MASK: u64 = CAPACITY as u64 - 1;
 
@@ -27,11 +34,11 @@ const FREE: u8 = 2;
 struct Padded<T>(T);
 
 pub struct Ring {
-    /// Next slot to write; written only by the producer.
+    /// Next unit to write (a count of units ever taken); written only by the producer.
     head: Padded<AtomicU64>,
     /// Producer-private copy of `tail`, refreshed only when the ring looks full.
     cached_tail: Padded<Cell<u64>>,
-    /// Next slot to read; written only by the consumer.
+    /// Next unit to read; written only by the consumer.
     tail: Padded<AtomicU64>,
     /// Records lost because the ring stayed full.
     dropped: AtomicU64,
@@ -40,7 +47,11 @@ pub struct Ring {
     tid: AtomicI32,
     /// The next ring of the registry (set once, before the ring is published).
     next: AtomicPtr<Ring>,
-    slots: Box<[UnsafeCell<MaybeUninit<Packed>>]>,
+    /// `CAPACITY + 1` units: a two-unit record that starts in the last unit of the ring
+    /// spills into the spare one instead of wrapping, so every record is contiguous. (Its
+    /// second unit still counts as the ring's unit 0 for space accounting, so the producer
+    /// never writes unit 0 while the consumer may read it.)
+    slots: Box<[UnsafeCell<MaybeUninit<Unit>>]>,
 }
 
 // SAFETY: `slots` and `cached_tail` are only touched by the owning producer thread (writes,
@@ -53,7 +64,7 @@ unsafe impl Send for Ring {}
 
 impl Ring {
     fn new(tid: i32) -> Ring {
-        let slots = (0..CAPACITY)
+        let slots = (0..=CAPACITY)
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();
         Ring {
@@ -68,55 +79,87 @@ impl Ring {
         }
     }
 
-    /// Appends a record filled in place by `fill` (on a zeroed slot) and returns how many
-    /// records the ring has taken in all; `None` if the ring is full (then `fill` is not
-    /// called). Producer only.
+    /// The words of the `units` units starting at ring position `pos`.
+    ///
+    /// # Safety
+    /// `units` is 1 or 2; the caller must own those units (the producer between its space
+    /// check and its Release store of `head`, the consumer between its Acquire load of
+    /// `head` and its Release store of `tail`), and not hold another slice of them.
+    #[allow(clippy::mut_from_ref)]
     #[inline]
-    pub fn try_push_with(&self, fill: impl FnOnce(&mut Packed)) -> Option<u64> {
+    unsafe fn units(&self, pos: u64, units: usize) -> &mut [u128] {
+        debug_assert!(units == 1 || units == 2);
+        let first = (pos & MASK) as usize;
+        // SAFETY: `first + units <= CAPACITY + 1` (the spare unit), so the words are inside
+        // `slots`; the pointer comes from the whole slice, and units are contiguous and
+        // hold plain integers (any bit pattern is valid once written; the producer zeroes
+        // them before use). Exclusive access is the caller's contract.
+        unsafe {
+            let base = UnsafeCell::raw_get(self.slots.as_ptr().add(first)).cast::<u128>();
+            slice::from_raw_parts_mut(base, units * UNIT_WORDS)
+        }
+    }
+
+    /// Appends a record of `units` units (1 or 2), zeroed and then filled in place by
+    /// `fill`, and returns how many units the ring has taken in all; `None` if there is no
+    /// room (then `fill` is not called). Producer only.
+    #[inline]
+    pub fn try_push_with(&self, units: u64, fill: impl FnOnce(&mut [u128])) -> Option<u64> {
+        let units = units.clamp(1, 2);
         let head = self.head.0.load(Ordering::Relaxed);
-        if head - self.cached_tail.0.get() >= CAPACITY as u64 {
+        if head + units - self.cached_tail.0.get() > CAPACITY as u64 {
             self.cached_tail.0.set(self.tail.0.load(Ordering::Acquire));
-            if head - self.cached_tail.0.get() >= CAPACITY as u64 {
+            if head + units - self.cached_tail.0.get() > CAPACITY as u64 {
                 return None;
             }
         }
-        let slot = &self.slots[(head & MASK) as usize];
-        // SAFETY: the slot at `head` is not visible to the consumer until the Release store
-        // below, and the consumer has released it (tail > head - CAPACITY). If `fill`
-        // panics, `head` does not move and the slot stays unpublished.
-        fill(unsafe { (*slot.get()).write([0; super::record::MAX_FIELDS]) });
-        self.head.0.store(head + 1, Ordering::Release);
-        Some(head + 1)
+        // SAFETY: positions [head, head + units) are free (the consumer released them:
+        // tail >= head + units - CAPACITY) and invisible to the consumer until the Release
+        // store below. If `fill` panics, `head` does not move and nothing is published.
+        let words = unsafe { self.units(head, units as usize) };
+        words.fill(0);
+        fill(words);
+        self.head.0.store(head + units, Ordering::Release);
+        Some(head + units)
     }
 
-    /// Appends a copy of `rec`; as [`Ring::try_push_with`].
+    /// Appends a copy of `words` (one or two units' worth); as [`Ring::try_push_with`].
     #[inline]
-    pub fn try_push(&self, rec: &Packed) -> Option<u64> {
-        self.try_push_with(|slot| *slot = *rec)
+    pub fn try_push(&self, words: &[u128]) -> Option<u64> {
+        let units = words.len().div_ceil(UNIT_WORDS) as u64;
+        self.try_push_with(units, |slot| {
+            let n = words.len().min(slot.len());
+            slot[..n].copy_from_slice(&words[..n]);
+        })
     }
 
-    /// Records waiting to be written.
+    /// Units waiting to be written.
     pub fn pending(&self) -> u64 {
         self.head.0.load(Ordering::Acquire) - self.tail.0.load(Ordering::Relaxed)
     }
 
-    /// Hands at most `max` published records to `f`, then frees their slots; returns how
-    /// many. Consumer only.
-    pub fn drain(&self, max: u64, mut f: impl FnMut(&Packed)) -> u64 {
+    /// Hands published records to `f` (each as its one or two units' words) until at least
+    /// `max` units are consumed or none is left, then frees their units; returns how many
+    /// units. Consumer only.
+    pub fn drain(&self, max: u64, mut f: impl FnMut(&[u128])) -> u64 {
         let tail = self.tail.0.load(Ordering::Relaxed);
-        let head = self
-            .head
-            .0
-            .load(Ordering::Acquire)
-            .min(tail.saturating_add(max));
-        for i in tail..head {
-            let slot = &self.slots[(i & MASK) as usize];
-            // SAFETY: slots in [tail, head) were initialised and published by the producer's
-            // Release store of `head`, which the Acquire load above synchronises with.
-            f(unsafe { (*slot.get()).assume_init_ref() });
+        let head = self.head.0.load(Ordering::Acquire);
+        let mut pos = tail;
+        while pos < head && pos - tail < max {
+            // SAFETY: units in [tail, head) were written and published by the producer's
+            // Release store of `head`, which the Acquire load above synchronises with; the
+            // producer publishes whole records, so a record's units are all below `head`
+            // (the `min` only keeps a corrupt length from reading past it).
+            let words = unsafe {
+                let first = self.units(pos, 1)[0];
+                let units = units_of(first).min(head - pos);
+                self.units(pos, units as usize)
+            };
+            f(words);
+            pos += (words.len() / UNIT_WORDS) as u64;
         }
-        self.tail.0.store(head, Ordering::Release);
-        head - tail
+        self.tail.0.store(pos, Ordering::Release);
+        pos - tail
     }
 
     /// Forgets unwritten records (after fork: they belong to the parent's file).
@@ -289,41 +332,81 @@ pub fn fork_child() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::record::MAX_FIELDS;
+    use crate::trace::record::{Shape, tag_shape, units_for};
 
-    fn rec(i: u64) -> Packed {
-        [i as u128; MAX_FIELDS]
+    /// A record of `shape` numbered `i` (in the high half of its first word, clear of the
+    /// shape tag), as the ring stores it.
+    fn rec(i: u64, shape: Shape) -> Vec<u128> {
+        let mut words = vec![(i as u128) << 64; units_for(shape) as usize * UNIT_WORDS];
+        words[0] = (i as u128) << 64;
+        tag_shape(&mut words, shape);
+        words
+    }
+
+    fn number(words: &[u128]) -> u64 {
+        (words[0] >> 64) as u64
     }
 
     #[test]
     fn push_drain_in_order_and_full_is_reported() {
         let ring = Ring::new(1);
         for i in 0..CAPACITY as u64 {
-            assert_eq!(ring.try_push(&rec(i)), Some(i + 1));
+            assert_eq!(ring.try_push(&rec(i, Shape::Acl)), Some(i + 1));
         }
-        assert_eq!(ring.try_push(&rec(0)), None);
+        assert_eq!(ring.try_push(&rec(0, Shape::Acl)), None);
         let mut next = 0;
         let n = ring.drain(10, |r| {
-            assert_eq!(r[0], next as u128);
+            assert_eq!(number(r), next);
+            assert_eq!(r.len(), UNIT_WORDS);
             next += 1;
         });
         assert_eq!(n, 10);
         let n = ring.drain(u64::MAX, |r| {
-            assert_eq!(r[0], next as u128);
+            assert_eq!(number(r), next);
             next += 1;
         });
         assert_eq!(n, CAPACITY as u64 - 10);
-        assert!(ring.try_push(&rec(7)).is_some());
+        assert!(ring.try_push(&rec(7, Shape::Acl)).is_some());
         assert_eq!(ring.pending(), 1);
+    }
+
+    #[test]
+    fn two_unit_records_stay_whole_across_the_end_of_the_ring() {
+        let ring = Ring::new(1);
+        // Leave one free unit at the end, then push two-unit records across it.
+        for i in 0..CAPACITY as u64 - 1 {
+            ring.try_push(&rec(i, Shape::Acl)).unwrap();
+        }
+        assert_eq!(ring.drain(u64::MAX, |_| {}), CAPACITY as u64 - 1);
+        for i in 0..CAPACITY as u64 / 2 {
+            let words = rec(i, Shape::HcclFault);
+            assert!(ring.try_push(&words).is_some(), "record {i}");
+        }
+        // Full: one more unit would overwrite the first record's second unit.
+        assert_eq!(ring.try_push(&rec(0, Shape::Acl)), None);
+        let mut next = 0;
+        ring.drain(u64::MAX, |r| {
+            assert_eq!(r.len(), 2 * UNIT_WORDS);
+            assert_eq!(r, rec(next, Shape::HcclFault).as_slice());
+            next += 1;
+        });
+        assert_eq!(next, CAPACITY as u64 / 2);
     }
 
     #[test]
     fn concurrent_producer_and_consumer_lose_nothing() {
         let ring: &'static Ring = Box::leak(Box::new(Ring::new(1)));
         const N: u64 = 200_000;
+        let shape = |i: u64| {
+            if i.is_multiple_of(3) {
+                Shape::Hccl
+            } else {
+                Shape::Acl
+            }
+        };
         let producer = std::thread::spawn(move || {
             for i in 0..N {
-                while ring.try_push(&rec(i)).is_none() {
+                while ring.try_push(&rec(i, shape(i))).is_none() {
                     std::thread::yield_now();
                 }
             }
@@ -331,7 +414,7 @@ mod tests {
         let mut next = 0;
         while next < N {
             ring.drain(1000, |r| {
-                assert_eq!(r[0], next as u128);
+                assert_eq!(r, rec(next, shape(next)).as_slice());
                 next += 1;
             });
         }

@@ -16,7 +16,7 @@ use crate::sync::FlagLock;
 
 /// The buffer is written out once it holds this much.
 const BUF_LIMIT: usize = 1 << 20;
-/// Records formatted per ring before the buffer size is looked at again.
+/// Ring units formatted per ring before the buffer size is looked at again.
 const DRAIN_BATCH: u64 = 2048;
 
 struct Writer {
@@ -154,9 +154,11 @@ impl Writer {
                 }
                 let prefix = SpanPrefix::new(self.pid, tid);
                 loop {
-                    let json = &mut self.json;
-                    let n = ring.drain(DRAIN_BATCH, |p| json.call(&unpack(p), &prefix, &clock));
-                    self.spans += n;
+                    let (json, spans) = (&mut self.json, &mut self.spans);
+                    let n = ring.drain(DRAIN_BATCH, |words| {
+                        *spans += 1;
+                        json.call(&unpack(words), &prefix, &clock);
+                    });
                     super::note_progress();
                     if self.json.buf.len() >= BUF_LIMIT && !self.flush_buf() {
                         return;
