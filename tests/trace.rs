@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Run, build, ok, parse_trace, scratch, single_trace, stderr, stdout, traces_in};
+use common::{
+    Run, build, compile, ok, parse_trace, repo_path, scratch, single_trace, stderr, stdout,
+    traces_in,
+};
 use serde_json::Value;
 
 /// Counts of spans per (tid, name, depth), read line by line (big traces stay out of memory).
@@ -249,6 +252,51 @@ fn calls_racing_with_exit_never_hurt_the_program() {
         assert!(trace.spans().count() >= 6000);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+#[test]
+fn calls_from_thread_exit_destructors_are_forwarded_and_never_lost_silently() {
+    let dir = scratch("exit-destructor");
+    let exe = dir.join("exit_destructor");
+    let lib = build().lib_dir();
+    compile(
+        &repo_path("tests/progs/exit_destructor.c"),
+        &exe,
+        &[
+            &format!("-L{}", lib.display()),
+            "-lascendcl",
+            &format!("-Wl,-rpath,{}", lib.display()),
+        ],
+    );
+    let out = Run::shimmed(&exe, &dir).output();
+    assert_eq!(ok(&out).trim(), "copies 7", "every copy is forwarded");
+    let trace = single_trace(&dir);
+    // The destructors run in the first round of the thread's teardown, while the shim
+    // still holds the thread's ring: all 7 copies are spans.
+    let spans = trace.spans().count();
+    let stats = &trace.meta("npushim_stats").unwrap()["args"];
+    assert_eq!(
+        (spans, stats["dropped"].as_u64()),
+        (7, Some(0)),
+        "{}",
+        stderr(&out)
+    );
+
+    // A destructor that runs in a later round (it re-arms its key once) comes after the
+    // shim let go: its copy is forwarded, counted as dropped, and the count is said.
+    std::fs::remove_file(&trace.path).unwrap();
+    let out = Run::shimmed(&exe, &dir).arg("--late").output();
+    assert_eq!(ok(&out).trim(), "copies 8");
+    let trace = single_trace(&dir);
+    let stats = &trace.meta("npushim_stats").unwrap()["args"];
+    assert_eq!(trace.spans().count(), 7);
+    assert_eq!(stats["dropped"].as_u64(), Some(1));
+    assert!(
+        stderr(&out).contains("1 calls made by threads already past their exit"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -155,6 +155,7 @@ fn late() {
 #[inline]
 pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
     let Some(ring) = ring::current() else {
+        ring::note_dropped_without_ring();
         return;
     };
     match ring.try_push_with(units, &fill) {

@@ -218,7 +218,7 @@ pub fn encode(rec: &Record) -> (Shape, [u128; MAX_FIELDS]) {
 #[inline]
 pub fn tag_shape(words: &mut [u128], shape: Shape) {
     if let Some(span) = words.first_mut() {
-        *span |= (shape as u128) << SHAPE_SHIFT;
+        *span = *span & !(3 << SHAPE_SHIFT) | (shape as u128) << SHAPE_SHIFT;
     }
 }
 

@@ -7,7 +7,6 @@
 //! the next new thread, so memory is bounded by the number of threads calling at once.
 
 use std::cell::{Cell, UnsafeCell};
-use std::mem::MaybeUninit;
 use std::ptr;
 use std::slice;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering};
@@ -45,13 +44,15 @@ pub struct Ring {
     state: AtomicU8,
     /// OS thread id of the current owner.
     tid: AtomicI32,
+    /// Thread-exit destructor rounds the owner has been through (owner only).
+    exit_rounds: AtomicU8,
     /// The next ring of the registry (set once, before the ring is published).
     next: AtomicPtr<Ring>,
     /// `CAPACITY + 1` units: a two-unit record that starts in the last unit of the ring
     /// spills into the spare one instead of wrapping, so every record is contiguous. (Its
     /// second unit still counts as the ring's unit 0 for space accounting, so the producer
     /// never writes unit 0 while the consumer may read it.)
-    slots: Box<[UnsafeCell<MaybeUninit<Unit>>]>,
+    slots: Box<[UnsafeCell<Unit>]>,
 }
 
 // SAFETY: `slots` and `cached_tail` are only touched by the owning producer thread (writes,
@@ -63,20 +64,33 @@ unsafe impl Sync for Ring {}
 unsafe impl Send for Ring {}
 
 impl Ring {
-    fn new(tid: i32) -> Ring {
-        let slots = (0..=CAPACITY)
-            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-            .collect();
-        Ring {
+    /// A new ring, or `None` if its memory cannot be had (never an abort).
+    fn new(tid: i32) -> Option<Ring> {
+        // Zeroed memory straight from the allocator (pages the ring never reaches are never
+        // touched), so every unit always holds plain integers.
+        let layout = std::alloc::Layout::array::<UnsafeCell<Unit>>(CAPACITY + 1).ok()?;
+        // SAFETY: the layout has a non-zero size; a null result is handled; all-zero bytes
+        // are a valid `UnsafeCell<Unit>` (integers only); the pointer and length describe
+        // exactly that allocation, made with the global allocator's layout for the slice,
+        // so `Box` may own it.
+        let slots = unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<UnsafeCell<Unit>>();
+            if p.is_null() {
+                return None;
+            }
+            Box::from_raw(ptr::slice_from_raw_parts_mut(p, CAPACITY + 1))
+        };
+        Some(Ring {
             head: Padded(AtomicU64::new(0)),
             cached_tail: Padded(Cell::new(0)),
             tail: Padded(AtomicU64::new(0)),
             dropped: AtomicU64::new(0),
             state: AtomicU8::new(ACTIVE),
             tid: AtomicI32::new(tid),
+            exit_rounds: AtomicU8::new(0),
             next: AtomicPtr::new(ptr::null_mut()),
             slots,
-        }
+        })
     }
 
     /// The words of the `units` units starting at ring position `pos`.
@@ -92,16 +106,16 @@ impl Ring {
         let first = (pos & MASK) as usize;
         // SAFETY: `first + units <= CAPACITY + 1` (the spare unit), so the words are inside
         // `slots`; the pointer comes from the whole slice, and units are contiguous and
-        // hold plain integers (any bit pattern is valid once written; the producer zeroes
-        // them before use). Exclusive access is the caller's contract.
+        // always initialised (zeroed at allocation, integers only). Exclusive access is the
+        // caller's contract.
         unsafe {
             let base = UnsafeCell::raw_get(self.slots.as_ptr().add(first)).cast::<u128>();
             slice::from_raw_parts_mut(base, units * UNIT_WORDS)
         }
     }
 
-    /// Appends a record of `units` units (1 or 2), zeroed and then filled in place by
-    /// `fill`, and returns how many units the ring has taken in all; `None` if there is no
+    /// Appends a record of `units` units (1 or 2), filled in place by `fill` (over whatever
+    /// the units held before: `fill` writes every word the record uses), and returns how many units the ring has taken in all; `None` if there is no
     /// room (then `fill` is not called). Producer only.
     #[inline]
     pub fn try_push_with(&self, units: u64, fill: impl FnOnce(&mut [u128])) -> Option<u64> {
@@ -116,9 +130,7 @@ impl Ring {
         // SAFETY: positions [head, head + units) are free (the consumer released them:
         // tail >= head + units - CAPACITY) and invisible to the consumer until the Release
         // store below. If `fill` panics, `head` does not move and nothing is published.
-        let words = unsafe { self.units(head, units as usize) };
-        words.fill(0);
-        fill(words);
+        fill(unsafe { self.units(head, units as usize) });
         self.head.0.store(head + units, Ordering::Release);
         Some(head + units)
     }
@@ -225,12 +237,26 @@ thread_local! {
 /// it exists, the key in the low bits. Created by the library constructor (libc only).
 static THREAD_KEY: AtomicU64 = AtomicU64::new(0);
 
-extern "C" fn on_thread_exit(ring: *mut libc::c_void) {
-    let _ = CURRENT.try_with(|c| c.set(EXITED));
-    if !ring.is_null() {
+extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    if !value.is_null() {
         // SAFETY: the key's value is always a `&'static Ring` set by `current()`.
-        let ring = unsafe { &*(ring as *const Ring) };
+        let ring = unsafe { &*(value as *const Ring) };
+        // In the first round, stay attached for one more: the destructors of keys created
+        // after ours (the program's) run after ours in a round and may still copy. POSIX
+        // runs a destructor again when its value was set again during the round.
+        if ring.exit_rounds.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Some(key) = thread_key() {
+                // SAFETY: `key` was created by pthread_key_create; setting a value from a
+                // destructor is allowed (it schedules another round).
+                if unsafe { libc::pthread_setspecific(key, value) } == 0 {
+                    return;
+                }
+            }
+        }
+        let _ = CURRENT.try_with(|c| c.set(EXITED));
         ring.state.store(ORPHANED, Ordering::Release);
+    } else {
+        let _ = CURRENT.try_with(|c| c.set(EXITED));
     }
 }
 
@@ -279,11 +305,16 @@ fn attach() -> Option<&'static Ring> {
     let ring = match recycled {
         Some(r) => {
             r.tid.store(tid, Ordering::Relaxed);
+            r.exit_rounds.store(0, Ordering::Relaxed);
             r.cached_tail.0.set(r.tail.0.load(Ordering::Acquire));
             r
         }
         None => {
-            let r: &'static Ring = Box::leak(Box::new(Ring::new(tid)));
+            let Some(r) = Ring::new(tid) else {
+                note_dropped_without_ring();
+                return None;
+            };
+            let r: &'static Ring = Box::leak(Box::new(r));
             let mut head = RINGS.load(Ordering::Acquire);
             loop {
                 r.next.store(head, Ordering::Relaxed);
@@ -310,12 +341,29 @@ fn attach() -> Option<&'static Ring> {
 
 /// Total records dropped so far, over all rings.
 pub fn total_dropped() -> u64 {
-    rings().map(|r| r.dropped()).sum()
+    rings().map(|r| r.dropped()).sum::<u64>() + RINGLESS_DROPS.load(Ordering::Relaxed)
+}
+
+/// Records lost because their thread had no ring: it was exiting (a call from a thread-exit
+/// destructor in a late round, after npushim's had let go), or a ring's memory could not be
+/// allocated.
+static RINGLESS_DROPS: AtomicU64 = AtomicU64::new(0);
+
+/// Records lost for want of a ring (part of [`total_dropped`]).
+pub fn ringless_dropped() -> u64 {
+    RINGLESS_DROPS.load(Ordering::Relaxed)
+}
+
+/// Counts one record lost for want of a ring (so the loss is reported, not silent).
+#[cold]
+pub fn note_dropped_without_ring() {
+    RINGLESS_DROPS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// `pthread_atfork` child: the other threads are gone; their rings are free, and every
 /// unwritten record belongs to the parent's file.
 pub fn fork_child() {
+    RINGLESS_DROPS.store(0, Ordering::Relaxed);
     let mine = CURRENT.try_with(|c| c.get()).unwrap_or(ptr::null());
     let tid = gettid();
     for ring in rings() {
@@ -349,7 +397,7 @@ mod tests {
 
     #[test]
     fn push_drain_in_order_and_full_is_reported() {
-        let ring = Ring::new(1);
+        let ring = Ring::new(1).unwrap();
         for i in 0..CAPACITY as u64 {
             assert_eq!(ring.try_push(&rec(i, Shape::Acl)), Some(i + 1));
         }
@@ -372,7 +420,7 @@ mod tests {
 
     #[test]
     fn two_unit_records_stay_whole_across_the_end_of_the_ring() {
-        let ring = Ring::new(1);
+        let ring = Ring::new(1).unwrap();
         // Leave one free unit at the end, then push two-unit records across it.
         for i in 0..CAPACITY as u64 - 1 {
             ring.try_push(&rec(i, Shape::Acl)).unwrap();
@@ -395,7 +443,7 @@ mod tests {
 
     #[test]
     fn concurrent_producer_and_consumer_lose_nothing() {
-        let ring: &'static Ring = Box::leak(Box::new(Ring::new(1)));
+        let ring: &'static Ring = Box::leak(Box::new(Ring::new(1).unwrap()));
         const N: u64 = 200_000;
         let shape = |i: u64| {
             if i.is_multiple_of(3) {

@@ -328,10 +328,19 @@ pub fn finish() {
     w.json.raw("]\n");
     w.flush_buf();
     w.close();
-    if dropped > 0 {
+    let ringless = ring::ringless_dropped();
+    if dropped > ringless {
         crate::diag::warn!(
-            "{dropped} events were dropped because the trace writer could not keep up; \
+            "{} events were dropped because the trace writer could not keep up; \
              the count is in {} (npushim_stats)",
+            dropped - ringless,
+            w.path
+        );
+    }
+    if ringless > 0 {
+        crate::diag::warn!(
+            "{ringless} calls made by threads already past their exit (from thread-exit \
+             destructors) were forwarded but not traced; the count is in {} (npushim_stats)",
             w.path
         );
     }
