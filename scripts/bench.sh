@@ -323,18 +323,41 @@ if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null 2>&1; then
     done
 fi
 
-UFTRACE_LINE=""
+UFTRACE_LINES=""
 if command -v uftrace >/dev/null 2>&1; then
     log "uftrace: recording the harness compiled with -pg…"
     # shellcheck disable=SC2086
     if "$CC" $CFLAGS_BENCH -pg -pthread -I"$ROOT/tests/sim/include" -o "$SCRATCH/harness-pg" \
         tests/bench/harness.c -L"$NOOP_DIR" -Wl,--no-as-needed -lascendcl -Wl,-rpath,"$NOOP_DIR" 2>/dev/null; then
         ucalls=$((CALLS[traced] / 5))
-        if res=$("${CLEAN_ENV[@]}" uftrace record -d "$TMP/uftrace.data" "$SCRATCH/harness-pg" \
-            --calls "$ucalls" 2>/dev/null | grep '^threads='); then
-            UFTRACE_LINE="uftrace record (-pg build, every function of the harness traced, $ucalls calls): $(field ns_per_call "$res") ns/call wall"
-        fi
-        rm -rf "$TMP/uftrace.data"
+        UFTRACE_VERSION=$(uftrace --version 2>/dev/null | awk 'NR == 1 { print $2 }')
+        # Each iteration is one library call through the PLT, which uftrace records at
+        # entry and exit; the second form also records its six arguments.
+        for variant in plain args; do
+            uargs=()
+            label="entry + exit"
+            if [ "$variant" = args ]; then
+                uargs=(-A 'aclrtMemcpyAsync@arg1,arg2,arg3,arg4,arg5,arg6')
+                label="entry + exit with the 6 arguments"
+            fi
+            uw=""
+            uc=""
+            for ((r = 1; r <= RUNS; r++)); do
+                log "uftrace: $label, run $r/$RUNS…"
+                rm -rf "$TMP/uftrace.data"
+                if res=$("${CLEAN_ENV[@]}" uftrace record -d "$TMP/uftrace.data" "${uargs[@]}" \
+                    "$SCRATCH/harness-pg" --calls "$ucalls" 2>/dev/null | grep '^threads='); then
+                    uw="$uw $(field ns_per_call "$res")"
+                    uc="$uc $(field cpu_ns_per_call "$res")"
+                fi
+            done
+            rm -rf "$TMP/uftrace.data"
+            if [ -n "$uw" ]; then
+                # shellcheck disable=SC2086
+                UFTRACE_LINES="$UFTRACE_LINES| uftrace $UFTRACE_VERSION, $label | $(stat_of median $uw) ($(stat_of min $uw)–$(stat_of max $uw)) | $(stat_of median $uc) |
+"
+            fi
+        done
     fi
 fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -494,8 +517,22 @@ Peak RSS is \`VmHWM\` read from \`/proc/self/status\` by the harness after its l
 | trace writer thread CPU: user / system | $(field aux_user_ms "$MEM_TRACED") ms / $(field aux_sys_ms "$MEM_TRACED") ms ($(calc "100 * $(field aux_sys_ms "$MEM_TRACED") / ($(field aux_user_ms "$MEM_TRACED") + $(field aux_sys_ms "$MEM_TRACED") + 0.001)" 0)% in the kernel's write path) |
 | trace writer user CPU per event | $(calc "$(field aux_user_ms "$MEM_TRACED") * 1e6 / ($TRACE_X + 1)" 0) ns |
 EOF
-    if [ -n "$UFTRACE_LINE" ]; then
-        printf '\nFor comparison, %s.\n' "$UFTRACE_LINE"
+    if [ -n "$UFTRACE_LINES" ]; then
+        cat <<EOF
+
+### uftrace, for comparison
+
+The same harness compiled with \`-pg\` and run under \`uftrace record\` ($((CALLS[traced] / 5)) calls,
+$RUNS runs, medians; trace data in \`$TRACE_DIR\`). uftrace records each call to
+\`aclrtMemcpyAsync\` (a library call through the PLT) as a binary entry and exit record;
+npushim's traced rows above check the arguments and write a JSON span with seven of them.
+
+| tracer | wall ns/call (min–max) | CPU ns/call |
+|---|---:|---:|
+EOF
+        printf '%s' "$UFTRACE_LINES"
+        printf '| npushim, traced (tight loop, from above) | %s | %s |\n' "$(med "${WALL[traced,1]}")" "$(med "${CPU[traced,1]}")"
+        printf '| npushim, traced, paced (from above) | %s | %s |\n' "$(med "${WALL[paced,1]}")" "$(med "${CPU[paced,1]}")"
     fi
 
     # Budgets
@@ -581,7 +618,8 @@ EOF
     scripts/bench.sh --quick    # 3 runs, fewer calls: a rough check
 
 Needs cargo, gcc, make, awk; valgrind for the instruction counts (skipped with
-\`--no-callgrind\` or when absent); \`/usr/bin/time\` for the process CPU column. The script
+\`--no-callgrind\` or when absent); \`/usr/bin/time\` for the process CPU column; uftrace
+for the comparison (skipped when absent; Debian: \`apt-get install uftrace\`). The script
 builds \`libnpushim.so\` (release), the no-op \`libascendcl.so\` into \`target/bench-sim\` and the
 harness, C interposer and C recorder into \`target/bench\`. To time one configuration by hand:
 
