@@ -269,6 +269,59 @@ fn count_and_kind_filters_select_exactly() {
 }
 
 #[test]
+fn dest_max_and_stream_filters_select_exactly() {
+    let dir = scratch("faults-destmax");
+    let p = probe(
+        &dir,
+        &faults("aclrtMemcpyAsync[destMax<8K]=return(ACL_ERROR_RT_MEMORY_ALLOCATION)"),
+        &[
+            "d2d:64:max=4K",
+            "d2d:64:max=8K",
+            "d2d:64:max=8191",
+            "d2d:64:max=1M",
+        ],
+    );
+    assert_eq!(p.rets(), [207_001, 0, 207_001, 0]);
+    let maxes: Vec<&str> = p.log.iter().map(|(_, kv)| kv["destMax"].as_str()).collect();
+    assert_eq!(maxes, ["8192", "1048576"]);
+
+    // The NULL stream (the context's default stream) is address 0.
+    let dir = scratch("faults-stream");
+    let p = probe(
+        &dir,
+        &faults("aclrtMemcpyAsync[stream=0]=1*skip"),
+        &[
+            "h2d:64",
+            "h2d:64:stream=default",
+            "h2d:64:stream=default",
+            "h2d:64",
+        ],
+    );
+    assert_eq!(p.rets(), [0, 0, 0, 0]);
+    // The runtime's log prints a NULL stream as glibc's %p does.
+    let streams: Vec<&str> = p.log.iter().map(|(_, kv)| kv["stream"].as_str()).collect();
+    assert_eq!(
+        streams.len(),
+        3,
+        "one default-stream copy skipped: {:?}",
+        p.log
+    );
+    assert_eq!(
+        streams[1], "(nil)",
+        "the second default-stream copy reached the runtime"
+    );
+    assert_ne!(streams[0], "(nil)");
+    assert_ne!(streams[2], "(nil)");
+    let trace = p.trace(&dir);
+    let skipped: Vec<_> = trace
+        .spans()
+        .filter(|s| fault_of(s) == Some("skip"))
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["args"]["stream"], "0x0");
+}
+
+#[test]
 fn rank_filter_selects_hccl_copies_to_one_peer() {
     let dir = scratch("faults-rank");
     let p = probe(

@@ -3,8 +3,12 @@
  *
  * usage: fault_probe TOKEN...
  *
- *   KIND:COUNT            one aclrtMemcpyAsync; KIND is h2d, d2h or d2d, COUNT
+ *   KIND:COUNT[:max=M][:stream=default]
+ *                         one aclrtMemcpyAsync; KIND is h2d, d2h or d2d, COUNT
  *                         bytes with an optional K or M suffix (1024-based);
+ *                         destMax is M (default: the buffer size, as large as
+ *                         the largest COUNT or M), on the program's stream or
+ *                         on the default stream (NULL);
  *                         prints "call <i> <KIND> <COUNT> ret <code>"
  *   hccl:KIND:COUNT[:rank=R][:link=L]
  *                         one HcclMemcpyAsync (KIND as above; rank default 1,
@@ -56,6 +60,8 @@ struct copy {
     int kind; /* aclrtMemcpyKind / HcclRtMemcpyKind: the values agree for 1-3 */
     const char *kind_name;
     size_t count;
+    size_t dest_max; /* 0: the buffer size */
+    int default_stream;
     unsigned rank;
     int link;
 };
@@ -97,7 +103,7 @@ static int parse_size(const char *s, size_t *out, const char **end)
     return 0;
 }
 
-/* "KIND:COUNT" or "hccl:KIND:COUNT[:rank=R][:link=L]". */
+/* "KIND:COUNT[:max=M][:stream=default]" or "hccl:KIND:COUNT[:rank=R][:link=L]". */
 static int parse_copy(const char *tok, struct copy *c)
 {
     memset(c, 0, sizeof *c);
@@ -113,6 +119,18 @@ static int parse_copy(const char *tok, struct copy *c)
     const char *p = NULL;
     if (parse_size(colon + 1, &c->count, &p) != 0)
         return -1;
+    while (*p == ':' && !c->hccl) {
+        p++;
+        if (strncmp(p, "max=", 4) == 0) {
+            if (parse_size(p + 4, &c->dest_max, &p) != 0 || c->dest_max == 0)
+                return -1;
+        } else if (strncmp(p, "stream=default", 14) == 0) {
+            c->default_stream = 1;
+            p += 14;
+        } else {
+            return -1;
+        }
+    }
     while (*p == ':' && c->hccl) {
         p++;
         char *e = NULL;
@@ -144,6 +162,8 @@ int main(int argc, char **argv)
         if (parse_copy(argv[i], &c) == 0) {
             if (c.count > max)
                 max = c.count;
+            if (c.dest_max > max)
+                max = c.dest_max;
         } else if (strncmp(argv[i], "set:", 4) != 0 && strcmp(argv[i], "seed") != 0 &&
                    strcmp(argv[i], "sync") != 0) {
             fprintf(stderr, "fault_probe: bad token '%s'\n", argv[i]);
@@ -190,7 +210,8 @@ int main(int argc, char **argv)
             if (c.hccl)
                 ret = hccl_memcpy(dispatcher, dst, max, src, c.count, c.kind, &hstream, c.rank, c.link);
             else
-                ret = (int)aclrtMemcpyAsync(dst, max, src, c.count, (aclrtMemcpyKind)c.kind, stream);
+                ret = (int)aclrtMemcpyAsync(dst, c.dest_max != 0 ? c.dest_max : max, src, c.count,
+                                            (aclrtMemcpyKind)c.kind, c.default_stream ? NULL : stream);
             printf("call %d %s%s %zu ret %d\n", ++index, c.hccl ? "hccl:" : "", c.kind_name, c.count, ret);
         } else if (strncmp(tok, "set:", 4) == 0) {
             if (faults_set == NULL) {
@@ -218,6 +239,7 @@ out:
     fflush(stdout);
     if (stream != NULL)
         aclrtSynchronizeStream(stream);
+    aclrtSynchronizeStream(NULL);
     if (dispatcher != NULL && hccl_destroy != NULL)
         hccl_destroy(dispatcher);
     if (dev_a != NULL)
