@@ -68,14 +68,19 @@ pub fn route(call: &Call) -> Route {
     let Some(rt) = runtime::get_initialised() else {
         return Route::Pipeline;
     };
-    let plain = !runtime::faults_active()
+    let plain_route = match trace::state() {
+        trace::Phase::Off => Route::Forward,
+        trace::Phase::Running => Route::Record,
+        trace::Phase::Other => return Route::Pipeline,
+    };
+    if !runtime::faults_active()
         && call.api == Api::Acl
         && !NESTING.load(Ordering::Relaxed)
-        && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules));
-    match (plain, trace::state()) {
-        (true, trace::Phase::Off) => Route::Forward,
-        (true, trace::Phase::Running) => Route::Record,
-        _ => Route::Pipeline,
+        && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
+    {
+        plain_route
+    } else {
+        Route::Pipeline
     }
 }
 
