@@ -382,6 +382,19 @@ if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" 
 declare -A BUDGET_WALL BUDGET_CPU
 verdict() { if le "$1" "$2"; then echo PASS; else echo FAIL; fi; }
 
+# budget_rows LABEL BASE CONFIG SLACK: one budget row per thread count, judging CONFIG's
+# medians against BASE's plus SLACK ns, on wall and on CPU time.
+budget_rows() {
+    local label=$1 base=$2 cfg=$3 slack=$4 t wb cb wx cx
+    for t in $THREAD_COUNTS; do
+        wb=$(med "${WALL[$base,$t]}"); cb=$(med "${CPU[$base,$t]}")
+        wx=$(med "${WALL[$cfg,$t]}"); cx=$(med "${CPU[$cfg,$t]}")
+        printf '| %s | %s | %s ≤ %s | %s | %s ≤ %s | %s |\n' "$label" "$t" \
+            "$wx" "$(calc "$wb + $slack")" "$(verdict "$wx" "$wb + $slack")" \
+            "$cx" "$(calc "$cb + $slack")" "$(verdict "$cx" "$cb + $slack")"
+    done
+}
+
 {
     cat <<EOF
 # Benchmarks
@@ -548,30 +561,10 @@ machine, and waiting for the trace writer).
 | budget | threads | wall: measured vs limit | wall | CPU: measured vs limit | CPU |
 |---|---:|---|---|---|---|
 EOF
-    for t in $THREAD_COUNTS; do
-        wc=$(med "${WALL[cint,$t]}"); cc=$(med "${CPU[cint,$t]}")
-        wx=$(med "${WALL[disabled,$t]}"); cx=$(med "${CPU[disabled,$t]}")
-        printf '| pass-through (DISABLE=1) ≤ C interposer + 2 ns | %s | %s ≤ %s | %s | %s ≤ %s | %s |\n' "$t" \
-            "$wx" "$(calc "$wc + 2")" "$(verdict "$wx" "$wc + 2")" "$cx" "$(calc "$cc + 2")" "$(verdict "$cx" "$cc + 2")"
-    done
-    for t in $THREAD_COUNTS; do
-        wc=$(med "${WALL[cint,$t]}"); cc=$(med "${CPU[cint,$t]}")
-        wx=$(med "${WALL[checks,$t]}"); cx=$(med "${CPU[checks,$t]}")
-        printf '| checks on, trace off ≤ C interposer + 5 ns | %s | %s ≤ %s | %s | %s ≤ %s | %s |\n' "$t" \
-            "$wx" "$(calc "$wc + 5")" "$(verdict "$wx" "$wc + 5")" "$cx" "$(calc "$cc + 5")" "$(verdict "$cx" "$cc + 5")"
-    done
-    for t in $THREAD_COUNTS; do
-        wdt=$(med "${WALL[direct,$t]}"); cdt=$(med "${CPU[direct,$t]}")
-        wx=$(med "${WALL[traced,$t]}"); cx=$(med "${CPU[traced,$t]}")
-        printf '| traced ≤ direct + 80 ns | %s | %s ≤ %s | %s | %s ≤ %s | %s |\n' "$t" \
-            "$wx" "$(calc "$wdt + 80")" "$(verdict "$wx" "$wdt + 80")" "$cx" "$(calc "$cdt + 80")" "$(verdict "$cx" "$cdt + 80")"
-    done
-    for t in $THREAD_COUNTS; do
-        wdt=$(med "${WALL[dpaced,$t]}"); cdt=$(med "${CPU[dpaced,$t]}")
-        wx=$(med "${WALL[paced,$t]}"); cx=$(med "${CPU[paced,$t]}")
-        printf '| traced ≤ direct + 80 ns, paced | %s | %s ≤ %s | %s | %s ≤ %s | %s |\n' "$t" \
-            "$wx" "$(calc "$wdt + 80")" "$(verdict "$wx" "$wdt + 80")" "$cx" "$(calc "$cdt + 80")" "$(verdict "$cx" "$cdt + 80")"
-    done
+    budget_rows "pass-through (DISABLE=1) ≤ C interposer + 2 ns" cint disabled 2
+    budget_rows "checks on, trace off ≤ C interposer + 5 ns" cint checks 5
+    budget_rows "traced ≤ direct + 80 ns" direct traced 80
+    budget_rows "traced ≤ direct + 80 ns, paced" dpaced paced 80
     w1=$(med "${WALL[traced,1]}"); w2=$(med "${WALL[traced,2]}")
     c1=$(med "${CPU[traced,1]}"); c2=$(med "${CPU[traced,2]}")
     printf '| traced, 2 threads per-thread ≤ 1.3 × 1 thread | 2 | %s ≤ %s | %s | %s ≤ %s | %s |\n' \
