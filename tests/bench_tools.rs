@@ -40,18 +40,17 @@ fn tools(dir: &Path) -> Tools {
             &format!("-Wl,-rpath,{}", noop.display()),
         ],
     );
-    let mut libs = Vec::new();
-    for name in ["c_recorder", "c_interposer"] {
+    let shared = |name: &str| {
         let lib = dir.join(format!("{name}.so"));
         compile(
             &repo_path(&format!("tests/bench/{name}.c")),
             &lib,
             &["-fPIC", "-shared", "-ldl"],
         );
-        libs.push(lib);
-    }
-    let interposer = libs.pop().unwrap();
-    let recorder = libs.pop().unwrap();
+        lib
+    };
+    let recorder = shared("c_recorder");
+    let interposer = shared("c_interposer");
     Tools {
         harness,
         recorder,

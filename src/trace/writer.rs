@@ -340,7 +340,8 @@ pub fn finish() {
     if ringless > 0 {
         crate::diag::warn!(
             "{ringless} calls made by threads already past their exit (from thread-exit \
-             destructors) were forwarded but not traced; the count is in {} (npushim_stats)",
+             destructors), or for which no trace buffer could be allocated, were forwarded \
+             but not traced; the count is in {} (npushim_stats)",
             w.path
         );
     }
