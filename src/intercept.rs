@@ -1,50 +1,47 @@
-//! The one pipeline both APIs share: depth guard → check → fault → forward → record.
+//! The one pipeline both APIs share: re-entry guard → check → fault → forward → record.
 //!
 //! Everything here runs on the program's thread for every call, so it allocates nothing,
 //! formats nothing, takes no lock shared with other threads and does no I/O (diagnostics for
-//! the first violations of a rule are the cold exception). A panic anywhere in the pipeline
-//! is caught and the call is forwarded unchanged: the shim fails open.
+//! the first violations of a rule are the cold exception). The shim's own stages run inside
+//! [`guarded`]: a panic there makes the call a plain forward (the shim fails open). The
+//! forward itself, and a `delay` fault's sleep, run outside it, so a thread cancelled there
+//! unwinds through the shim exactly as it would without it.
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::abi::types::{Api, Call};
+use crate::boundary::guarded;
 use crate::check::{self, Mode, RuleSet};
 use crate::fault::Decision;
-use crate::runtime::{self, Runtime};
+use crate::runtime;
 use crate::trace::{self, clock, record::FaultTag, record::Record};
 
 thread_local! {
-    /// How many intercepted calls this thread is inside (destructor-free: usable during
-    /// thread exit and from atexit handlers).
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// This thread's place in the shim, as one word: the depth (how many intercepted calls
+    /// the thread is inside, i.e. forwarding from) shifted left once, and [`BUSY`] while the
+    /// thread runs the shim's own code. Destructor-free: usable during thread exit and from
+    /// atexit handlers.
+    static PLACE: Cell<u32> = const { Cell::new(0) };
 }
 
-#[cfg(test)]
-fn depth() -> u32 {
-    DEPTH.try_with(Cell::get).unwrap_or(0)
-}
-
-fn set_depth(d: u32) {
-    let _ = DEPTH.try_with(|c| c.set(d));
-}
+/// Set while the thread is in the shim's own code (not while it is in the real function).
+const BUSY: u32 = 1;
 
 /// Set (once, for good) by the first `HcclMemcpyAsync`: only a real HCCL copy re-enters the
-/// shim (its nested `aclrtMemcpyAsync`), so until then every call is at depth 0 and the
-/// thread-local need not be looked up. The flag is written once and only read afterwards,
-/// so it costs the hot path one load of a line that is never contended.
+/// shim (its nested `aclrtMemcpyAsync`), so until then a clean `aclrtMemcpyAsync` can take
+/// a fast route that does not look its depth up. Written once, then only read.
 static NESTING: AtomicBool = AtomicBool::new(false);
 
-/// This thread's depth cell, looked up once per call (each lookup from a shared library is
+/// This thread's place cell, looked up once per call (each lookup from a shared library is
 /// a `__tls_get_addr` call); `None` while the thread's locals are being torn down.
 #[inline]
-fn depth_cell() -> Option<&'static Cell<u32>> {
+fn place_cell() -> Option<&'static Cell<u32>> {
     // SAFETY: the reference is only used during the current call, on this thread, while
-    // the thread is alive; `DEPTH` has no destructor, so its storage outlives every call.
-    DEPTH
+    // the thread is alive; `PLACE` has no destructor, so its storage outlives every call.
+    PLACE
         .try_with(|c| unsafe { &*(c as *const Cell<u32>) })
         .ok()
 }
@@ -85,13 +82,15 @@ pub fn route(call: &Call) -> Route {
 }
 
 /// [`Route::Record`]: forwards, then records the span. Recording cannot change the
-/// result: a panic in it is caught after the real call returned.
+/// result: a panic in it is caught after the real call returned. (Not [`guarded`]: the
+/// record path's only cancellation points are in its cold branches, which hold
+/// cancellation off themselves, and this path is the one every traced call takes.)
 #[inline(always)]
 pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> c_int {
     let start = clock::now();
     let ret = forward();
     let end = clock::now();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         trace::record(&to_record(
             call,
             start,
@@ -104,62 +103,119 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> c_int
     ret
 }
 
-/// Runs one call through the pipeline; `forward` calls the real function. Kept out of
-/// line so that the exports' fast paths stay short.
+/// What the guarded stages decided for one call.
+struct Plan<F> {
+    /// The real function (`None`: missing, or not needed because of a verdict).
+    real: Option<F>,
+    /// The code to return without forwarding (strict check, `return` or `skip` fault).
+    verdict: Option<c_int>,
+    decision: Decision,
+    violations: RuleSet,
+    /// Clock at entry, when the call is traced.
+    start: Option<u64>,
+}
+
+/// Restores the thread's place when the call ends, however it ends (a forced unwind from a
+/// cancellation in the real function included).
+struct Restore<'a> {
+    cell: &'a Cell<u32>,
+    saved: u32,
+}
+
+impl Drop for Restore<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.cell.set(self.saved);
+    }
+}
+
+/// Runs one call through the pipeline. `resolve` finds the real function (at most once per
+/// call, inside the boundary); `forward` calls it with the caller's arguments; `missing` is
+/// what the call returns when it cannot be found. Kept out of line so that the exports'
+/// fast paths stay short.
 #[inline(never)]
-pub fn call(mut call: Call, mut forward: impl FnMut() -> c_int) -> c_int {
-    let Some(rt) = runtime::get() else {
-        return forward();
-    };
-    if runtime::pass_through() {
-        return forward();
-    }
-    let cell = if call.api == Api::Hccl || NESTING.load(Ordering::Relaxed) {
-        if !NESTING.load(Ordering::Relaxed) {
-            NESTING.store(true, Ordering::Relaxed);
-        }
-        depth_cell()
-    } else {
-        None
-    };
-    call.depth = cell.map_or(0, Cell::get);
-    fail_open(call.depth, forward, |forward, forwarded| {
-        pipeline(rt, &call, cell, forward, forwarded)
-    })
-}
-
-/// Runs `stages`, which may call `forward` at most once (recording its result in the
-/// `Option`). If the stages panic, the call is forwarded anyway — unless it already was,
-/// in which case the real result is returned. Either way the program gets an answer and
-/// the thread's depth is restored.
-#[inline]
-fn fail_open<F, S>(depth: u32, mut forward: F, stages: S) -> c_int
-where
-    F: FnMut() -> c_int,
-    S: FnOnce(&mut F, &mut Option<c_int>) -> c_int,
-{
-    let mut forwarded = None;
-    let result = catch_unwind(AssertUnwindSafe(|| stages(&mut forward, &mut forwarded)));
-    match result {
-        Ok(ret) => ret,
-        Err(_) => {
-            set_depth(depth);
-            forwarded.unwrap_or_else(forward)
-        }
-    }
-}
-
-#[inline]
-fn pipeline(
-    rt: &Runtime,
-    call: &Call,
-    depth: Option<&Cell<u32>>,
-    forward: &mut impl FnMut() -> c_int,
-    forwarded: &mut Option<c_int>,
+pub fn call<F: Copy>(
+    mut call: Call,
+    resolve: fn() -> Option<F>,
+    forward: impl FnOnce(F) -> c_int,
+    missing: c_int,
 ) -> c_int {
-    let tracing = trace::active();
-    let start = if tracing { clock::now() } else { 0 };
+    let Some(cell) = place_cell() else {
+        // The thread's locals are gone (it is exiting): forward, nothing else.
+        return bare(resolve, forward, missing);
+    };
+    let saved = cell.get();
+    if saved & BUSY != 0 {
+        // Re-entered from the shim's own code on this thread: a signal handler interrupted
+        // it. Never wait on, or touch, the state it interrupted.
+        trace::note_reentered();
+        return bare(resolve, forward, missing);
+    }
+    cell.set(saved | BUSY);
+    let _restore = Restore { cell, saved };
+    call.depth = saved >> 1;
 
+    let plan = guarded(|| prepare(&call, resolve)).flatten();
+    let Some(plan) = plan else {
+        // Not initialised yet by another thread, a pure pass-through, or a bug in a stage.
+        cell.set(saved);
+        return bare(resolve, forward, missing);
+    };
+    if let Decision::Delay(ns) = plan.decision {
+        // Outside the boundary: a cancellation during the delay acts here, as it would in a
+        // slow runtime call.
+        std::thread::sleep(Duration::from_nanos(ns));
+    }
+    let ret = match (plan.verdict, plan.real) {
+        (Some(code), _) => code,
+        (None, Some(f)) => {
+            cell.set((call.depth + 1) << 1);
+            let ret = forward(f);
+            cell.set(call.depth << 1 | BUSY);
+            ret
+        }
+        (None, None) => missing,
+    };
+    if let Some(start) = plan.start {
+        let _ = guarded(|| {
+            crate::boundary::debug_panic(crate::boundary::Stage::Record);
+            trace::record(&to_record(
+                &call,
+                start,
+                clock::now(),
+                ret,
+                plan.violations,
+                plan.decision,
+            ))
+        });
+    }
+    ret
+}
+
+/// Forwards with nothing else (the fallback of every path that cannot run the pipeline).
+/// The lookup, if the function was not resolved yet, is guarded too: a second panic there
+/// returns the "missing" code instead of unwinding into the program.
+#[cold]
+fn bare<F>(resolve: fn() -> Option<F>, forward: impl FnOnce(F) -> c_int, missing: c_int) -> c_int {
+    match guarded(resolve).flatten() {
+        Some(f) => forward(f),
+        None => missing,
+    }
+}
+
+/// The guarded stages: initialisation, checks, fault decision, lookup. `None` when the
+/// call should simply be forwarded.
+#[inline]
+fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
+    let rt = runtime::get()?;
+    if runtime::pass_through() {
+        return None;
+    }
+    if call.api == Api::Hccl && !NESTING.load(Ordering::Relaxed) {
+        NESTING.store(true, Ordering::Relaxed);
+    }
+    let start = trace::active().then(clock::now);
+    crate::boundary::debug_panic(crate::boundary::Stage::Check);
     let violations = if rt.check.mode == Mode::Off {
         RuleSet::EMPTY
     } else {
@@ -172,45 +228,27 @@ fn pipeline(
             verdict = check::strict_verdict(call.api, violations).map(|(_, code)| code);
         }
     }
-
     let mut decision = Decision::Forward;
     if verdict.is_none() && runtime::faults_active() {
         decision = runtime::decide(call);
         match decision {
             Decision::Return(code) => verdict = Some(code),
             Decision::Skip => verdict = Some(0),
-            Decision::Delay(ns) => std::thread::sleep(Duration::from_nanos(ns)),
-            Decision::Abort => abort(call, start, violations, tracing),
-            Decision::Forward => {}
+            Decision::Abort => abort(call, start, violations),
+            Decision::Delay(_) | Decision::Forward => {}
         }
     }
-
-    let ret = match verdict {
-        Some(code) => code,
-        None => {
-            if let Some(d) = depth {
-                d.set(call.depth + 1);
-            }
-            let ret = forward();
-            if let Some(d) = depth {
-                d.set(call.depth);
-            }
-            *forwarded = Some(ret);
-            ret
-        }
-    };
-
-    if tracing {
-        trace::record(&to_record(
-            call,
-            start,
-            clock::now(),
-            ret,
-            violations,
-            decision,
-        ));
+    let real = if verdict.is_none() { resolve() } else { None };
+    if start.is_some() {
+        trace::prepare_thread();
     }
-    ret
+    Some(Plan {
+        real,
+        verdict,
+        decision,
+        violations,
+        start,
+    })
 }
 
 #[inline]
@@ -246,8 +284,8 @@ fn to_record(
 
 /// The `abort` task: record the call, get the trace onto disk, say why, abort.
 #[cold]
-fn abort(call: &Call, start: u64, violations: RuleSet, tracing: bool) -> ! {
-    if tracing {
+fn abort(call: &Call, start: Option<u64>, violations: RuleSet) -> ! {
+    if let Some(start) = start {
         let rec = to_record(call, start, clock::now(), 0, violations, Decision::Abort);
         trace::record(&rec);
         trace::flush_now();
@@ -266,45 +304,30 @@ fn abort(call: &Call, start: u64, violations: RuleSet, tracing: bool) -> ! {
 mod tests {
     use super::*;
 
+    fn resolve_to_42() -> Option<fn() -> c_int> {
+        Some(|| 42)
+    }
+
     #[test]
-    fn a_panic_before_forwarding_still_forwards_once() {
-        let mut calls = 0;
-        let ret = fail_open(
-            0,
-            || {
-                calls += 1;
-                42
-            },
-            |_forward, _forwarded| panic!("a bug in a stage"),
-        );
+    fn a_reentered_call_is_forwarded_and_the_place_is_kept() {
+        let cell = place_cell().unwrap();
+        cell.set(3 << 1 | BUSY);
+        let ret = call(Call::new(Api::Acl), resolve_to_42, |f| f(), -1);
         assert_eq!(ret, 42);
-        assert_eq!(calls, 1);
-        assert_eq!(depth(), 0);
-    }
-
-    #[test]
-    fn a_panic_after_forwarding_returns_the_real_result_without_calling_again() {
-        let mut calls = 0;
-        let ret = fail_open(
-            0,
-            || {
-                calls += 1;
-                7
-            },
-            |forward, forwarded| {
-                set_depth(1);
-                *forwarded = Some(forward());
-                panic!("a bug while recording");
-            },
+        assert_eq!(
+            cell.get(),
+            3 << 1 | BUSY,
+            "the interrupted state is untouched"
         );
-        assert_eq!(ret, 7);
-        assert_eq!(calls, 1);
-        assert_eq!(depth(), 0, "depth restored after the panic");
+        cell.set(0);
     }
 
     #[test]
-    fn without_a_panic_the_stages_decide() {
-        let ret = fail_open(0, || 1, |_f, _fw| 507_000);
-        assert_eq!(ret, 507_000);
+    fn a_panicking_lookup_in_the_fallback_returns_the_missing_code() {
+        fn panics() -> Option<fn() -> c_int> {
+            panic!("a bug in the lookup")
+        }
+        assert_eq!(bare(panics, |f| f(), 200_001), 200_001);
+        assert_eq!(bare(resolve_to_42, |f| f(), 200_001), 42);
     }
 }

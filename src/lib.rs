@@ -28,6 +28,7 @@
 //! on stderr and falls back to its default.
 
 pub mod abi;
+pub mod boundary;
 pub mod check;
 pub mod config;
 pub mod diag;

@@ -4,15 +4,19 @@
 //! `dlsym(RTLD_NEXT)` (rejecting our own export) → `NPUSHIM_ACL_LIB` / `NPUSHIM_HCCL_LIB` →
 //! the vendor sonames already loaded (`RTLD_NOLOAD`) → the sonames under the Ascend install
 //! roots. A symbol that cannot be found is a value (`None`), reported once, never a panic.
+//!
+//! The search inputs are handed over once, at initialisation ([`configure`]); this module
+//! never reaches back into the pipeline or the process state. Our own exports are told apart
+//! by the object they live in (`dladdr`), not by naming them.
 
 use std::ffi::{CString, c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::abi::types::{AclError, HcclResult};
 
 /// `aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count,
 /// aclrtMemcpyKind kind, aclrtStream stream)`.
-pub type AclrtMemcpyAsyncFn = unsafe extern "C" fn(
+pub type AclrtMemcpyAsyncFn = unsafe extern "C-unwind" fn(
     dst: *mut c_void,
     dest_max: usize,
     src: *const c_void,
@@ -23,7 +27,7 @@ pub type AclrtMemcpyAsyncFn = unsafe extern "C" fn(
 
 /// `HcclResult HcclMemcpyAsync(HcclDispatcher, void *dst, uint64_t destMax, const void *src,
 /// uint64_t count, HcclRtMemcpyKind, hccl::Stream &, u32 remoteUserRank, hccl::LinkType)`.
-pub type HcclMemcpyAsyncFn = unsafe extern "C" fn(
+pub type HcclMemcpyAsyncFn = unsafe extern "C-unwind" fn(
     dispatcher: *mut c_void,
     dst: *mut c_void,
     dest_max: u64,
@@ -83,11 +87,11 @@ impl Slot {
         }
     }
 
-    /// The address, resolving on first use. `ours` is the shim's own export, never accepted.
+    /// The address, resolving on first use.
     #[inline]
-    pub fn get(&self, target: &Target, ours: usize) -> Option<usize> {
+    pub fn get(&self, target: &Target) -> Option<usize> {
         match self.addr.load(Ordering::Acquire) {
-            UNRESOLVED => self.resolve(target, ours),
+            UNRESOLVED => self.resolve(target),
             MISSING => None,
             addr => Some(addr),
         }
@@ -103,12 +107,27 @@ impl Slot {
     }
 
     #[cold]
-    fn resolve(&self, target: &Target, ours: usize) -> Option<usize> {
-        let search = crate::runtime::search();
-        let (found, tried) = lookup(target, ours, &search);
-        // Racing resolvers find the same answer; the first store wins, all agree.
-        self.addr.store(found.unwrap_or(MISSING), Ordering::Release);
-        if found.is_none() && !self.reported.swap(true, Ordering::Relaxed) {
+    fn resolve(&self, target: &Target) -> Option<usize> {
+        crate::boundary::debug_panic(crate::boundary::Stage::Lookup);
+        let Some(search) = configured() else {
+            // Before initialisation the explicit library and install roots are not known
+            // yet: a hit is as good as any, but a miss is not final (and not reported).
+            let (found, _) = lookup(target, &Search::default());
+            return found;
+        };
+        let (found, tried) = lookup(target, search);
+        // Racing resolvers find the same answer; the first store wins and all agree.
+        let stored = match self.addr.compare_exchange(
+            UNRESOLVED,
+            found.unwrap_or(MISSING),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => found,
+            Err(MISSING) => None,
+            Err(addr) => Some(addr),
+        };
+        if stored.is_none() && !self.reported.swap(true, Ordering::Relaxed) {
             crate::diag::warn!(
                 "cannot find the real {} (tried {}; set {} to the library that has it); its calls return {} ({})",
                 target.symbol,
@@ -118,7 +137,7 @@ impl Slot {
                 target.missing_code
             );
         }
-        found
+        stored
     }
 }
 
@@ -151,11 +170,71 @@ fn dlopen(path: &str, flags: c_int) -> *mut c_void {
     unsafe { libc::dlopen(path.as_ptr(), flags) }
 }
 
+/// The search inputs, published once by [`configure`] (a leaked box: fork-safe).
+static SEARCH: AtomicPtr<Search> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Hands the search inputs over (once, at initialisation; later calls are ignored).
+pub fn configure(search: Search) {
+    let boxed = Box::into_raw(Box::new(search));
+    if SEARCH
+        .compare_exchange(
+            std::ptr::null_mut(),
+            boxed,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // SAFETY: `boxed` was not published; it is still ours to free.
+        drop(unsafe { Box::from_raw(boxed) });
+    }
+}
+
+fn configured() -> Option<&'static Search> {
+    // SAFETY: non-null values are leaked boxes, published once and never freed or changed.
+    unsafe { SEARCH.load(Ordering::Acquire).as_ref() }
+}
+
+/// What `dladdr` says of `addr` (None if it lies in no loaded object).
+fn dladdr(addr: usize) -> Option<libc::Dl_info> {
+    // SAFETY: an all-zero `Dl_info` is valid (null pointers); dladdr only writes to it.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr accepts any address and reports failure with 0.
+    (unsafe { libc::dladdr(addr as *const c_void, &mut info) } != 0).then_some(info)
+}
+
+/// The base address of the object that holds `addr` (0 if none).
+fn object_of(addr: usize) -> usize {
+    dladdr(addr).map_or(0, |info| info.dli_fbase as usize)
+}
+
+/// The path of the object that holds `addr`, for messages.
+pub fn object_name(addr: usize) -> String {
+    match dladdr(addr) {
+        Some(info) if !info.dli_fname.is_null() => {
+            // SAFETY: dladdr's file name is a NUL-terminated string owned by the loader,
+            // valid while the object stays loaded (it is copied at once).
+            unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
+                .to_string_lossy()
+                .into_owned()
+        }
+        _ => format!("{addr:#x}"),
+    }
+}
+
+/// True if `addr` lies in this library (one of our own exports): never a real function.
+pub fn is_ours(addr: usize) -> bool {
+    let here = object_of(is_ours as fn(usize) -> bool as usize);
+    here != 0 && object_of(addr) == here
+}
+
 /// Runs the SPEC §3 search order; returns the address and the places tried (for the message).
-pub fn lookup(target: &Target, ours: usize, search: &Search) -> (Option<usize>, Vec<String>) {
-    let symbol = CString::new(target.symbol).expect("symbol names have no NUL");
+pub fn lookup(target: &Target, search: &Search) -> (Option<usize>, Vec<String>) {
+    let Ok(symbol) = CString::new(target.symbol) else {
+        return (None, Vec::new());
+    };
     let mut tried = vec!["RTLD_NEXT".to_string()];
-    let accept = |addr: usize| addr != 0 && addr != ours;
+    let accept = |addr: usize| addr != 0 && !is_ours(addr);
 
     let addr = dlsym_in(libc::RTLD_NEXT, &symbol);
     if accept(addr) {
@@ -201,8 +280,7 @@ static HCCL_SLOT: Slot = Slot::new();
 /// The real `aclrtMemcpyAsync`, or `None` if it cannot be found.
 #[inline]
 pub fn acl_memcpy_async() -> Option<AclrtMemcpyAsyncFn> {
-    let ours = crate::abi::exports::aclrtMemcpyAsync as AclrtMemcpyAsyncFn as usize;
-    ACL_SLOT.get(&ACL, ours).map(|addr| {
+    ACL_SLOT.get(&ACL).map(|addr| {
         // SAFETY: `addr` is the non-null address dlsym returned for a symbol whose C
         // signature is exactly `AclrtMemcpyAsyncFn` (SPEC §2.1).
         unsafe { std::mem::transmute::<usize, AclrtMemcpyAsyncFn>(addr) }
@@ -212,10 +290,18 @@ pub fn acl_memcpy_async() -> Option<AclrtMemcpyAsyncFn> {
 /// The real `HcclMemcpyAsync`, or `None` if it cannot be found.
 #[inline]
 pub fn hccl_memcpy_async() -> Option<HcclMemcpyAsyncFn> {
-    let ours = crate::abi::exports::HcclMemcpyAsync as HcclMemcpyAsyncFn as usize;
-    HCCL_SLOT.get(&HCCL, ours).map(|addr| {
+    HCCL_SLOT.get(&HCCL).map(|addr| {
         // SAFETY: `addr` is the non-null address dlsym returned for a symbol whose C ABI
         // signature is exactly `HcclMemcpyAsyncFn` (SPEC §2.2).
+        unsafe { std::mem::transmute::<usize, HcclMemcpyAsyncFn>(addr) }
+    })
+}
+
+/// The real `HcclMemcpyAsync` if already resolved (no lookup on this path).
+#[inline]
+pub fn hccl_memcpy_async_if_resolved() -> Option<HcclMemcpyAsyncFn> {
+    HCCL_SLOT.if_resolved().map(|addr| {
+        // SAFETY: as in `hccl_memcpy_async`.
         unsafe { std::mem::transmute::<usize, HcclMemcpyAsyncFn>(addr) }
     })
 }

@@ -19,7 +19,6 @@ use crate::{diag, trace};
 /// What the pipeline needs on every call, fixed after initialisation.
 pub struct Runtime {
     pub check: CheckConfig,
-    pub search: Search,
 }
 
 /// The runtime, published once with a single atomic store of a leaked box (not a
@@ -102,18 +101,42 @@ fn init() -> Option<&'static Runtime> {
     // A bug in the shim must not print a Rust backtrace into the host's stderr: one line,
     // then the pipeline forwards the call (see intercept::fail_open).
     std::panic::set_hook(Box::new(|info| {
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        diag::warn!("internal error{at}; the call is forwarded unchanged");
+        static PANICS: AtomicU64 = AtomicU64::new(0);
+        let n = PANICS.fetch_add(1, Ordering::Relaxed);
+        if n >= WARN_LIMIT {
+            return;
+        }
+        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+        diag::warn!(
+            "internal error at {file}:{line}; the call is forwarded unchanged{}",
+            if n + 1 == WARN_LIMIT {
+                " (further internal errors are not shown)"
+            } else {
+                ""
+            }
+        );
     }));
-    let (config, warnings) = Config::from_lookup(|name| std::env::var(name).ok());
-    diag::set_level(config.log);
-    for w in &warnings {
-        diag::warn!("{w}");
-    }
-    let rt = build(&config);
+    let built = std::panic::catch_unwind(|| {
+        crate::boundary::debug_panic(crate::boundary::Stage::Init);
+        let (config, warnings) = Config::from_lookup(|name| std::env::var(name).ok());
+        diag::set_level(config.log);
+        for w in &warnings {
+            diag::warn!("{w}");
+        }
+        build(&config)
+    });
+    let rt = built.unwrap_or_else(|_| {
+        // Whatever state the failed initialisation left, it is never used: every later
+        // call is a plain forward, and nobody waits for an initialiser that gave up.
+        PASS_THROUGH.store(true, Ordering::Relaxed);
+        diag::warn!("internal error while initialising; npushim is a pure pass-through here");
+        Runtime {
+            check: CheckConfig {
+                mode: Mode::Off,
+                ..CheckConfig::default()
+            },
+        }
+    });
     RUNTIME.store(Box::into_raw(Box::new(rt)), Ordering::Release);
     runtime_ptr()
 }
@@ -133,15 +156,24 @@ fn random_seed() -> u64 {
 fn build(config: &Config) -> Runtime {
     let rt = Runtime {
         check: config.check,
-        search: Search {
-            acl_lib: config.acl_lib.clone(),
-            hccl_lib: config.hccl_lib.clone(),
-            ascend_homes: config.ascend_homes.clone(),
-        },
     };
+    crate::real::configure(Search {
+        acl_lib: config.acl_lib.clone(),
+        hccl_lib: config.hccl_lib.clone(),
+        ascend_homes: config.ascend_homes.clone(),
+    });
     if config.disable {
         PASS_THROUGH.store(true, Ordering::Relaxed);
         diag::info!("NPUSHIM_DISABLE is set: pure pass-through");
+        return rt;
+    }
+    if let Some(other) = crate::abi::control::another_instance() {
+        PASS_THROUGH.store(true, Ordering::Relaxed);
+        diag::warn!(
+            "another copy of npushim ({other}) is already active in this process; this one \
+             ({}) is a pure pass-through, so that no call is checked, faulted or traced twice",
+            crate::abi::control::this_library()
+        );
         return rt;
     }
     trace::clock::init();
@@ -189,14 +221,6 @@ fn build(config: &Config) -> Runtime {
     }
     trace::configure(settings);
     rt
-}
-
-/// Where to look for the real functions (what the configuration says, or only the
-/// defaults while the runtime is not initialised yet).
-pub fn search() -> Search {
-    runtime_ptr()
-        .map(|rt| rt.search.clone())
-        .unwrap_or_default()
 }
 
 /// The seed in use (0 before initialisation).
@@ -408,6 +432,7 @@ extern "C" fn fork_child() {
 /// Runs when the library is loaded, before `main`: libc-level registration only.
 #[ctor::ctor(unsafe)]
 fn on_load() {
+    crate::boundary::read_debug_panic();
     // SAFETY: registering plain `extern "C"` functions without captured state.
     unsafe {
         libc::atexit(on_exit);

@@ -151,6 +151,7 @@ fn the_library_exports_the_two_vendor_functions_and_the_control_api_only() {
             "aclrtMemcpyAsync",
             "npushim_faults_set",
             "npushim_flush",
+            "npushim_instance_claim",
             "npushim_last_error",
             "npushim_seed",
             "npushim_version",

@@ -7,8 +7,9 @@
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_int};
-use std::panic::catch_unwind;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::boundary::guarded;
 use crate::runtime;
 
 thread_local! {
@@ -54,7 +55,7 @@ pub unsafe extern "C" fn npushim_faults_set(spec: *const c_char) -> c_int {
             }
         }
     };
-    let result = catch_unwind(|| {
+    let result = guarded(|| {
         runtime::get();
         match text.parse::<crate::fault::FaultSpec>() {
             Ok(parsed) => {
@@ -65,12 +66,12 @@ pub unsafe extern "C" fn npushim_faults_set(spec: *const c_char) -> c_int {
         }
     });
     match result {
-        Ok(Ok(())) => 0,
-        Ok(Err(message)) => {
+        Some(Ok(())) => 0,
+        Some(Err(message)) => {
             set_last_error(&message);
             -1
         }
-        Err(_) => {
+        None => {
             set_last_error("internal error while parsing the spec; previous rules kept");
             -1
         }
@@ -89,7 +90,7 @@ pub extern "C" fn npushim_last_error() -> *const c_char {
 /// The seed of the shim's fault PRNG in this process (replay a run with `NPUSHIM_SEED`).
 #[unsafe(no_mangle)]
 pub extern "C" fn npushim_seed() -> u64 {
-    let _ = catch_unwind(runtime::get);
+    let _ = guarded(runtime::get);
     runtime::seed()
 }
 
@@ -97,7 +98,7 @@ pub extern "C" fn npushim_seed() -> u64 {
 /// Returns 0, or -1 if tracing is off.
 #[unsafe(no_mangle)]
 pub extern "C" fn npushim_flush() -> c_int {
-    match catch_unwind(|| {
+    match guarded(|| {
         runtime::get();
         if crate::trace::is_running() {
             crate::trace::writer::flush(std::time::Duration::from_secs(1));
@@ -106,7 +107,47 @@ pub extern "C" fn npushim_flush() -> c_int {
             false
         }
     }) {
-        Ok(true) => 0,
+        Some(true) => 0,
         _ => -1,
     }
+}
+
+/// The copy of the library that is active in the process: the address of its [`MARKER`]
+/// (0 until one claims it). Only the copy that `dlsym(RTLD_DEFAULT)` finds first is asked,
+/// so every copy in the process asks the same one.
+static ACTIVE_INSTANCE: AtomicUsize = AtomicUsize::new(0);
+/// One byte whose address names this copy of the library.
+static MARKER: u8 = 0;
+
+/// Claims the process for the copy of npushim named by `candidate` unless one already did;
+/// returns the copy that holds it. Internal: lets two copies of the library in one process
+/// (an installed one plus `npushim run`'s) agree that only one of them intercepts.
+#[unsafe(no_mangle)]
+pub extern "C" fn npushim_instance_claim(candidate: usize) -> usize {
+    match ACTIVE_INSTANCE.compare_exchange(0, candidate, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => candidate,
+        Err(holder) => holder,
+    }
+}
+
+/// This copy of the library, for messages.
+pub fn this_library() -> String {
+    crate::real::object_name(&MARKER as *const u8 as usize)
+}
+
+/// The file of another copy of npushim that is already active in this process, if any
+/// (claiming the process for this copy otherwise).
+pub fn another_instance() -> Option<String> {
+    type Claim = extern "C" fn(usize) -> usize;
+    let me = &MARKER as *const u8 as usize;
+    // SAFETY: a lookup of a NUL-terminated name in the global scope; no other precondition.
+    let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"npushim_instance_claim".as_ptr()) };
+    let claim: Claim = if found.is_null() {
+        npushim_instance_claim
+    } else {
+        // SAFETY: every copy of npushim exports this name with exactly this signature.
+        unsafe { std::mem::transmute::<*mut libc::c_void, Claim>(found) }
+    };
+    let holder = claim(me);
+    (holder != me).then(|| crate::real::object_name(holder))
 }

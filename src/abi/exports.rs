@@ -17,7 +17,7 @@ use crate::runtime;
 /// # Safety
 /// Same contract as the vendor function; the shim itself never dereferences the pointers.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn aclrtMemcpyAsync(
+pub unsafe extern "C-unwind" fn aclrtMemcpyAsync(
     dst: *mut c_void,
     destMax: usize,
     src: *const c_void,
@@ -99,11 +99,13 @@ fn acl_pipeline(
     stream: *mut c_void,
 ) -> AclError {
     let call = acl_call(dst, dest_max, src, count, kind, stream);
-    intercept::call(call, move || match real::acl_memcpy_async() {
+    intercept::call(
+        call,
+        real::acl_memcpy_async,
         // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
-        Some(f) => unsafe { f(dst, dest_max, src, count, kind, stream) },
-        None => real::ACL.missing_code,
-    })
+        |f| unsafe { f(dst, dest_max, src, count, kind, stream) },
+        real::ACL.missing_code,
+    )
 }
 
 const _: AclrtMemcpyAsyncFn = aclrtMemcpyAsync;
@@ -117,7 +119,7 @@ const _: AclrtMemcpyAsyncFn = aclrtMemcpyAsync;
 /// Same contract as the vendor function; the shim never dereferences the pointers, not
 /// even the `hccl::Stream` reference.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn HcclMemcpyAsync(
+pub unsafe extern "C-unwind" fn HcclMemcpyAsync(
     dispatcherPtr: *mut c_void,
     dst: *mut c_void,
     destMax: u64,
@@ -142,9 +144,11 @@ pub unsafe extern "C" fn HcclMemcpyAsync(
         link: linkType,
         ..Call::new(Api::Hccl)
     };
-    intercept::call(call, move || match real::hccl_memcpy_async() {
+    intercept::call(
+        call,
+        real::hccl_memcpy_async,
         // SAFETY: forwarding the caller's own arguments, unchanged, to the real function.
-        Some(f) => unsafe {
+        |f| unsafe {
             f(
                 dispatcherPtr,
                 dst,
@@ -157,8 +161,8 @@ pub unsafe extern "C" fn HcclMemcpyAsync(
                 linkType,
             )
         },
-        None => real::HCCL.missing_code,
-    })
+        real::HCCL.missing_code,
+    )
 }
 
 const _: HcclMemcpyAsyncFn = HcclMemcpyAsync;

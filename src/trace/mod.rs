@@ -138,9 +138,24 @@ pub fn record(rec: &Record) {
     record::emit(rec);
 }
 
+/// Before a traced call is forwarded: starts the trace at the process's first call and
+/// gives the thread its ring, so that nothing after the forward needs memory or a lock (a
+/// signal handler that interrupts the real function, perhaps inside malloc, may record a
+/// call of its own on this thread).
+#[inline]
+pub fn prepare_thread() {
+    if matches!(STATE.load(Ordering::Relaxed), IDLE | STARTING) {
+        start();
+    }
+    if STATE.load(Ordering::Relaxed) == RUNNING {
+        let _ = ring::current();
+    }
+}
+
 #[cold]
 fn late() {
     if LATE.fetch_add(1, Ordering::Relaxed) == 0 {
+        let _no_cancel = crate::boundary::NoCancel::new();
         crate::diag::warn!(
             "calls made after the trace was finalized (from atexit handlers or static \
              destructors) are forwarded but not traced"
@@ -154,10 +169,18 @@ fn late() {
 /// stalled is counted as dropped, never lost silently.
 #[inline]
 pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
-    let Some(ring) = ring::current() else {
-        ring::note_dropped_without_ring();
-        return;
+    let ring = match ring::current() {
+        ring::Current::Ring(r) => r,
+        ring::Current::Full => match wait_for_ring() {
+            Some(r) => r,
+            None => return ring::note_dropped_without_ring(),
+        },
+        ring::Current::Reentered => return ring::note_reentered(),
+        ring::Current::None => return ring::note_dropped_without_ring(),
     };
+    if !ring.enter() {
+        return ring::note_reentered();
+    }
     match ring.try_push_with(units, &fill) {
         Some(n) => {
             // Wake the writer each time the ring has taken another half of its capacity.
@@ -172,22 +195,35 @@ pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
             push_slow(ring, words);
         }
     }
+    ring.leave();
 }
 
+/// A call made from a signal handler that interrupted the shim on its own thread: forwarded
+/// by the pipeline, counted here as dropped with its own reason (also while the shim is
+/// still initialising, before it knows whether the trace is on: the count is only reported
+/// in a trace).
 #[cold]
-fn push_slow(ring: &ring::Ring, rec: &[u128]) {
-    let mut seen = PROGRESS.load(Ordering::Acquire);
+pub fn note_reentered() {
+    ring::note_reentered();
+}
+
+/// Waits, as long as the writer makes progress, until `ready` succeeds; `None` if the
+/// writer stalled or stopped first. Holds cancellation off: this is the shim's own wait,
+/// not a place where the program could be cancelled without it.
+#[cold]
+fn wait_for_writer<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let _no_cancel = crate::boundary::NoCancel::new();
     if STALLED.load(Ordering::Relaxed) {
         KICK.wake();
-        ring.note_dropped();
-        return;
+        return None;
     }
+    let mut seen = PROGRESS.load(Ordering::Acquire);
     let mut deadline = std::time::Instant::now() + STALL_LIMIT;
     while STATE.load(Ordering::Relaxed) == RUNNING {
         KICK.wake();
         std::thread::sleep(Duration::from_micros(50));
-        if ring.try_push(rec).is_some() {
-            return;
+        if let Some(done) = ready() {
+            return Some(done);
         }
         let now = PROGRESS.load(Ordering::Acquire);
         if now != seen {
@@ -198,7 +234,24 @@ fn push_slow(ring: &ring::Ring, rec: &[u128]) {
             break;
         }
     }
-    ring.note_dropped();
+    None
+}
+
+/// A thread's first record while the rings of exited threads are at their cap: wait for
+/// the writer to free one of them.
+#[cold]
+fn wait_for_ring() -> Option<&'static ring::Ring> {
+    wait_for_writer(|| match ring::current() {
+        ring::Current::Ring(r) => Some(r),
+        _ => None,
+    })
+}
+
+#[cold]
+fn push_slow(ring: &ring::Ring, rec: &[u128]) {
+    if wait_for_writer(|| ring.try_push(rec)).is_none() {
+        ring.note_dropped();
+    }
 }
 
 /// Called by the writer after each batch.
@@ -214,6 +267,7 @@ pub(crate) fn note_progress() {
 /// would go nowhere).
 #[cold]
 fn start() {
+    let _no_cancel = crate::boundary::NoCancel::new();
     if let Err(state) = STATE.compare_exchange(IDLE, STARTING, Ordering::AcqRel, Ordering::Acquire)
     {
         if state == STARTING {

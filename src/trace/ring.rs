@@ -4,12 +4,21 @@
 //! consumer, so a push is two atomic operations on lines no other caller touches: no lock
 //! shared between threads, no allocation after the thread's first call. Rings are never
 //! freed: when a thread exits (pthread key destructor) its ring is drained and then handed to
-//! the next new thread, so memory is bounded by the number of threads calling at once.
+//! the next new thread. A new thread makes a new ring only while fewer than
+//! [`SPARE_RINGS`] rings of exited threads wait for the writer; otherwise it waits for the
+//! writer to free one. So ring memory is bounded by the threads calling at once plus a fixed
+//! cap, whatever the pattern of thread creation.
+//!
+//! A thread's push is guarded against itself: a signal handler that interrupts a push (or
+//! the thread's first attach) and records a call of its own finds the ring busy and counts
+//! its record as dropped ([`reentered`]) instead of corrupting the ring.
 
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::slice;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering, compiler_fence,
+};
 
 use super::record::{UNIT_WORDS, units_of};
 
@@ -28,13 +37,25 @@ const ACTIVE: u8 = 0;
 const ORPHANED: u8 = 1;
 const FREE: u8 = 2;
 
+/// Rings of exited threads that may wait for the writer before a new thread has to wait
+/// for one of them to be freed instead of getting a new ring (1 MiB each).
+pub const SPARE_RINGS: usize = 16;
+
 /// Keeps a hot atomic on its own cache line.
 #[repr(align(128))]
 struct Padded<T>(T);
 
-pub struct Ring {
+/// The producer's line: where it writes, and whether it is in the middle of a push.
+struct Producer {
     /// Next unit to write (a count of units ever taken); written only by the producer.
-    head: Padded<AtomicU64>,
+    head: AtomicU64,
+    /// Set by the owner for the duration of a push; only the owner thread (and a signal
+    /// handler running on it) ever reads it, so compiler fences order it.
+    busy: AtomicBool,
+}
+
+pub struct Ring {
+    head: Padded<Producer>,
     /// Producer-private copy of `tail`, refreshed only when the ring looks full.
     cached_tail: Padded<Cell<u64>>,
     /// Next unit to read; written only by the consumer.
@@ -52,7 +73,7 @@ pub struct Ring {
     /// spills into the spare one instead of wrapping, so every record is contiguous. (Its
     /// second unit still counts as the ring's unit 0 for space accounting, so the producer
     /// never writes unit 0 while the consumer may read it.)
-    slots: Box<[UnsafeCell<Unit>]>,
+    slots: &'static [UnsafeCell<Unit>],
 }
 
 // SAFETY: `slots` and `cached_tail` are only touched by the owning producer thread (writes,
@@ -66,22 +87,20 @@ unsafe impl Send for Ring {}
 impl Ring {
     /// A new ring, or `None` if its memory cannot be had (never an abort).
     fn new(tid: i32) -> Option<Ring> {
-        // Zeroed memory straight from the allocator (pages the ring never reaches are never
-        // touched), so every unit always holds plain integers.
-        let layout = std::alloc::Layout::array::<UnsafeCell<Unit>>(CAPACITY + 1).ok()?;
-        // SAFETY: the layout has a non-zero size; a null result is handled; all-zero bytes
-        // are a valid `UnsafeCell<Unit>` (integers only); the pointer and length describe
-        // exactly that allocation, made with the global allocator's layout for the slice,
-        // so `Box` may own it.
-        let slots = unsafe {
-            let p = std::alloc::alloc_zeroed(layout).cast::<UnsafeCell<Unit>>();
-            if p.is_null() {
-                return None;
-            }
-            Box::from_raw(ptr::slice_from_raw_parts_mut(p, CAPACITY + 1))
-        };
+        // Zeroed memory straight from the kernel (pages the ring never reaches are never
+        // touched), so every unit always holds plain integers. Not from malloc: a signal
+        // handler that interrupted the program inside malloc may be the one attaching.
+        let p = map(std::mem::size_of::<UnsafeCell<Unit>>() * (CAPACITY + 1))?;
+        // SAFETY: the mapping is CAPACITY + 1 units long, page-aligned (so 64-byte aligned),
+        // zeroed (a valid `UnsafeCell<Unit>`), and never unmapped; the slice is its sole
+        // owner.
+        let slots: &'static [UnsafeCell<Unit>] =
+            unsafe { slice::from_raw_parts(p.cast::<UnsafeCell<Unit>>(), CAPACITY + 1) };
         Some(Ring {
-            head: Padded(AtomicU64::new(0)),
+            head: Padded(Producer {
+                head: AtomicU64::new(0),
+                busy: AtomicBool::new(false),
+            }),
             cached_tail: Padded(Cell::new(0)),
             tail: Padded(AtomicU64::new(0)),
             dropped: AtomicU64::new(0),
@@ -120,7 +139,7 @@ impl Ring {
     #[inline]
     pub fn try_push_with(&self, units: u64, fill: impl FnOnce(&mut [u128])) -> Option<u64> {
         let units = units.clamp(1, 2);
-        let head = self.head.0.load(Ordering::Relaxed);
+        let head = self.head.0.head.load(Ordering::Relaxed);
         if head + units - self.cached_tail.0.get() > CAPACITY as u64 {
             self.cached_tail.0.set(self.tail.0.load(Ordering::Acquire));
             if head + units - self.cached_tail.0.get() > CAPACITY as u64 {
@@ -131,7 +150,7 @@ impl Ring {
         // tail >= head + units - CAPACITY) and invisible to the consumer until the Release
         // store below. If `fill` panics, `head` does not move and nothing is published.
         fill(unsafe { self.units(head, units as usize) });
-        self.head.0.store(head + units, Ordering::Release);
+        self.head.0.head.store(head + units, Ordering::Release);
         Some(head + units)
     }
 
@@ -145,9 +164,28 @@ impl Ring {
         })
     }
 
+    /// Marks the start of a push by the owner thread; false if a push of this thread is
+    /// already under way (this is a signal handler that interrupted it).
+    #[inline]
+    pub fn enter(&self) -> bool {
+        if self.head.0.busy.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.head.0.busy.store(true, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        true
+    }
+
+    /// Ends what [`Ring::enter`] started.
+    #[inline]
+    pub fn leave(&self) {
+        compiler_fence(Ordering::SeqCst);
+        self.head.0.busy.store(false, Ordering::Relaxed);
+    }
+
     /// Units waiting to be written.
     pub fn pending(&self) -> u64 {
-        self.head.0.load(Ordering::Acquire) - self.tail.0.load(Ordering::Relaxed)
+        self.head.0.head.load(Ordering::Acquire) - self.tail.0.load(Ordering::Relaxed)
     }
 
     /// Hands published records to `f` (each as its one or two units' words) until at least
@@ -155,7 +193,7 @@ impl Ring {
     /// units. Consumer only.
     pub fn drain(&self, max: u64, mut f: impl FnMut(&[u128])) -> u64 {
         let tail = self.tail.0.load(Ordering::Relaxed);
-        let head = self.head.0.load(Ordering::Acquire);
+        let head = self.head.0.head.load(Ordering::Acquire);
         let mut pos = tail;
         while pos < head && pos - tail < max {
             // SAFETY: units in [tail, head) were written and published by the producer's
@@ -178,8 +216,10 @@ impl Ring {
     fn discard(&self) {
         self.tail
             .0
-            .store(self.head.0.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.cached_tail.0.set(self.head.0.load(Ordering::Relaxed));
+            .store(self.head.0.head.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.cached_tail
+            .0
+            .set(self.head.0.head.load(Ordering::Relaxed));
         self.dropped.store(0, Ordering::Relaxed);
     }
 
@@ -279,23 +319,52 @@ fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// The calling thread's ring, created (or recycled) on its first call; `None` while the
-/// thread is exiting, or if no ring memory could be had.
+/// Sentinel in `CURRENT` while the thread is getting its first ring (a signal handler that
+/// interrupts that must not start another attach on the same thread).
+const ATTACHING: *const Ring = ptr::without_provenance(1);
+
+/// What the calling thread can record into.
+pub enum Current {
+    /// Its ring.
+    Ring(&'static Ring),
+    /// No ring now: [`SPARE_RINGS`] rings of exited threads wait for the writer. The caller
+    /// waits for the writer to free one, then asks again.
+    Full,
+    /// A signal handler interrupted this thread while it was getting its ring.
+    Reentered,
+    /// The thread is past its exit, or no ring memory could be had.
+    None,
+}
+
+/// The calling thread's ring, created (or recycled) on its first call.
 #[inline]
-pub fn current() -> Option<&'static Ring> {
+pub fn current() -> Current {
     let p = CURRENT.try_with(|c| c.get()).unwrap_or(EXITED);
-    if p == EXITED {
-        return None;
+    if p.is_null() {
+        return attach();
     }
-    if !p.is_null() {
-        // SAFETY: non-sentinel values of CURRENT are `&'static Ring`s stored below.
-        return Some(unsafe { &*p });
+    match p {
+        EXITED => Current::None,
+        ATTACHING => Current::Reentered,
+        // SAFETY: non-sentinel values of CURRENT are `&'static Ring`s stored by `attach`.
+        _ => Current::Ring(unsafe { &*p }),
     }
-    attach()
 }
 
 #[cold]
-fn attach() -> Option<&'static Ring> {
+fn attach() -> Current {
+    let _ = CURRENT.try_with(|c| c.set(ATTACHING));
+    let found = take_ring();
+    let _ = CURRENT.try_with(|c| {
+        c.set(match found {
+            Current::Ring(r) => r,
+            _ => ptr::null(),
+        })
+    });
+    found
+}
+
+fn take_ring() -> Current {
     let tid = gettid();
     let recycled = rings().find(|r| {
         r.state
@@ -309,9 +378,17 @@ fn attach() -> Option<&'static Ring> {
             r.cached_tail.0.set(r.tail.0.load(Ordering::Acquire));
             r
         }
+        None if rings().filter(|r| r.is_orphaned()).count() >= SPARE_RINGS => {
+            return Current::Full;
+        }
         None => {
-            // No memory: the caller counts its record as dropped.
-            let r: &'static Ring = Box::leak(Box::new(Ring::new(tid)?));
+            let Some(new) = Ring::new(tid) else {
+                // No memory: the caller counts its record as dropped.
+                return Current::None;
+            };
+            let Some(r) = leak(new) else {
+                return Current::None;
+            };
             let mut head = RINGS.load(Ordering::Acquire);
             loop {
                 r.next.store(head, Ordering::Relaxed);
@@ -332,19 +409,65 @@ fn attach() -> Option<&'static Ring> {
         // SAFETY: `key` was created by pthread_key_create; the value is a 'static pointer.
         unsafe { libc::pthread_setspecific(key, ring as *const Ring as *const libc::c_void) };
     }
-    let _ = CURRENT.try_with(|c| c.set(ring));
-    Some(ring)
+    Current::Ring(ring)
+}
+
+/// `bytes` of fresh zeroed memory from the kernel, never unmapped; `None` if there is none.
+fn map(bytes: usize) -> Option<*mut u8> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; failure is MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p.cast())
+}
+
+/// Moves `ring` to memory of its own that is never freed, or `None` if there is none
+/// (never an abort, never malloc).
+fn leak(ring: Ring) -> Option<&'static Ring> {
+    const { assert!(std::mem::align_of::<Ring>() <= 4096) };
+    let p = map(std::mem::size_of::<Ring>())?.cast::<Ring>();
+    // SAFETY: `p` is a fresh page-aligned mapping large enough for a `Ring`; it is never
+    // unmapped, so the reference is valid for the rest of the process.
+    unsafe {
+        p.write(ring);
+        Some(&*p)
+    }
 }
 
 /// Total records dropped so far, over all rings.
 pub fn total_dropped() -> u64 {
-    rings().map(|r| r.dropped()).sum::<u64>() + RINGLESS_DROPS.load(Ordering::Relaxed)
+    rings().map(|r| r.dropped()).sum::<u64>()
+        + RINGLESS_DROPS.load(Ordering::Relaxed)
+        + REENTERED.load(Ordering::Relaxed)
 }
 
 /// Records lost because their thread had no ring: it was exiting (a call from a thread-exit
 /// destructor in a late round, after npushim's had let go), or a ring's memory could not be
 /// allocated.
 static RINGLESS_DROPS: AtomicU64 = AtomicU64::new(0);
+
+/// Records lost because a signal handler interrupted the shim on the same thread (its call
+/// was forwarded; recording it would have touched the state it interrupted).
+static REENTERED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one call made from a signal handler that interrupted the shim on its thread.
+#[cold]
+pub fn note_reentered() {
+    REENTERED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Calls forwarded untraced because they re-entered the shim (part of [`total_dropped`]).
+pub fn reentered() -> u64 {
+    REENTERED.load(Ordering::Relaxed)
+}
 
 /// Records lost for want of a ring (part of [`total_dropped`]).
 pub fn ringless_dropped() -> u64 {
@@ -361,10 +484,14 @@ pub fn note_dropped_without_ring() {
 /// unwritten record belongs to the parent's file.
 pub fn fork_child() {
     RINGLESS_DROPS.store(0, Ordering::Relaxed);
+    REENTERED.store(0, Ordering::Relaxed);
     let mine = CURRENT.try_with(|c| c.get()).unwrap_or(ptr::null());
     let tid = gettid();
     for ring in rings() {
         ring.discard();
+        // A thread of the parent may have been in the middle of a push: it does not exist
+        // here, and neither does its push.
+        ring.head.0.busy.store(false, Ordering::Relaxed);
         if ptr::eq(ring, mine) {
             ring.tid.store(tid, Ordering::Relaxed);
             ring.state.store(ACTIVE, Ordering::Release);
@@ -465,15 +592,39 @@ mod tests {
         producer.join().unwrap();
     }
 
+    fn ring_of_this_thread() -> usize {
+        match current() {
+            Current::Ring(r) => r as *const Ring as usize,
+            _ => panic!("no ring"),
+        }
+    }
+
     #[test]
     fn threads_get_their_own_ring_and_exited_threads_recycle() {
-        let a = std::thread::spawn(|| current().unwrap() as *const Ring as usize)
-            .join()
-            .unwrap();
+        let mine = ring_of_this_thread();
+        let a = std::thread::spawn(ring_of_this_thread).join().unwrap();
+        assert_ne!(a, mine, "a live thread's ring is its own");
         let ring = rings().find(|r| *r as *const Ring as usize == a).unwrap();
-        assert!(ring.is_orphaned() || ring.state.load(Ordering::Relaxed) == FREE);
+        assert!(ring.is_orphaned(), "the exited thread let its ring go");
         ring.release_if_orphaned();
-        let mine = current().unwrap() as *const Ring as usize;
-        assert_ne!(mine, 0);
+        assert_eq!(ring.state.load(Ordering::Relaxed), FREE);
+        // Other tests of this binary may take the free ring first; whoever does, it is
+        // reused and no ring is added for it.
+        let before = rings().count();
+        let b = std::thread::spawn(ring_of_this_thread).join().unwrap();
+        assert!(
+            b == a || rings().count() == before,
+            "a free ring is reused before a new one is made"
+        );
+    }
+
+    #[test]
+    fn a_push_interrupted_on_its_own_thread_is_refused() {
+        let ring = Ring::new(1).unwrap();
+        assert!(ring.enter());
+        assert!(!ring.enter(), "a second push on the same thread is refused");
+        ring.leave();
+        assert!(ring.enter());
+        ring.leave();
     }
 }
