@@ -53,6 +53,11 @@ void config_load_locked(void)
             sim_debug("NPUSIM_HBM_GIB=%s is invalid, using %d", v, SIM_DEFAULT_HBM_GIB);
     }
 
+    v = getenv("NPUSIM_STRICT_KIND");
+    c.strict_kind = v != NULL && strcmp(v, "1") == 0;
+    if (v != NULL && *v != '\0' && strcmp(v, "1") != 0 && strcmp(v, "0") != 0)
+        sim_debug("NPUSIM_STRICT_KIND=%s is not 0 or 1, kinds are corrected", v);
+
     g_cfg = c;
     g_cfg_loaded = true;
 }
@@ -111,6 +116,21 @@ uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The device clock.  Like a real NPU's system counter it is not the host's:
+ * it started SIM_CLOCK_OFFSET_NS before the host's CLOCK_MONOTONIC origin and
+ * runs SIM_CLOCK_DRIFT_PPM parts per million fast, so a tool that maps event
+ * timestamps onto host time has to calibrate (offset and rate).
+ */
+#define SIM_CLOCK_OFFSET_NS 86523456789012ull /* about one day */
+#define SIM_CLOCK_DRIFT_PPM 40
+
+uint64_t device_clock_ns(uint64_t host_ns)
+{
+    return SIM_CLOCK_OFFSET_NS + host_ns + host_ns / 1000000u * SIM_CLOCK_DRIFT_PPM +
+           host_ns % 1000000u * SIM_CLOCK_DRIFT_PPM / 1000000u;
 }
 
 void sleep_until_ns(uint64_t deadline)

@@ -149,7 +149,7 @@ const char *aclrtGetSocName(void)
     return g_cfg.soc;
 }
 
-aclError aclrtSynchronizeDevice(void)
+static aclError synchronize_device(void)
 {
     int32_t dev;
     pthread_rwlock_rdlock(&g_lock);
@@ -160,6 +160,14 @@ aclError aclrtSynchronizeDevice(void)
         return fail(ACL_ERROR_RT_CONTEXT_NULL, "aclrtSynchronizeDevice", "no device set for this thread");
     drain_streams(dev);
     return ACL_SUCCESS;
+}
+
+aclError aclrtSynchronizeDevice(void)
+{
+    aclError ret = synchronize_device();
+    if (sim_log_wants(SIM_FN_aclrtSynchronizeDevice))
+        sim_log_line("aclrtSynchronizeDevice ret=%d\n", ret);
+    return ret;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -205,7 +205,7 @@ aclError aclrtStreamWaitEvent(aclrtStream stream, aclrtEvent event)
     return ACL_SUCCESS;
 }
 
-aclError aclrtSynchronizeEvent(aclrtEvent event)
+static aclError synchronize_event(aclrtEvent event)
 {
     const struct event_args a = { .api = "aclrtSynchronizeEvent", .event = event };
     struct sim_event *e;
@@ -219,6 +219,14 @@ aclError aclrtSynchronizeEvent(aclrtEvent event)
     pthread_mutex_unlock(&g_ev_mu);
     event_unref(e);
     return ACL_SUCCESS;
+}
+
+aclError aclrtSynchronizeEvent(aclrtEvent event)
+{
+    aclError ret = synchronize_event(event);
+    if (sim_log_wants(SIM_FN_aclrtSynchronizeEvent))
+        sim_log_line("aclrtSynchronizeEvent event=%p ret=%d\n", event, ret);
+    return ret;
 }
 
 aclError aclrtQueryEventStatus(aclrtEvent event, aclrtEventRecordedStatus *status)
@@ -262,7 +270,7 @@ aclError aclrtEventElapsedTime(float *ms, aclrtEvent startEvent, aclrtEvent endE
     } else {
         pthread_mutex_lock(&g_ev_mu);
         bool ready = event_complete_locked(a) && event_complete_locked(b) && a->has_ts && b->has_ts;
-        uint64_t t0 = a->ts_ns, t1 = b->ts_ns;
+        uint64_t t0 = device_clock_ns(a->ts_ns), t1 = device_clock_ns(b->ts_ns);
         pthread_mutex_unlock(&g_ev_mu);
         if (!ready)
             ret = fail(ACL_ERROR_RT_EVENT_NOT_COMPLETE, api, "both events must be recorded and complete");
@@ -274,4 +282,29 @@ aclError aclrtEventElapsedTime(float *ms, aclrtEvent startEvent, aclrtEvent endE
     if (b != NULL)
         event_unref(b);
     return ret;
+}
+
+/* The device-clock time (microseconds, SPEC section 7) at which the stream
+ * reached the event's latest record.  Needs an event created with
+ * ACL_EVENT_TIME_LINE whose record has completed. */
+aclError aclrtEventGetTimestamp(aclrtEvent event, uint64_t *timestamp)
+{
+    const struct event_args a = { .api = "aclrtEventGetTimestamp", .event = event, .out = timestamp, .has_out = true };
+    struct sim_event *e;
+    aclError ret = event_prologue(&a, &e, NULL);
+    if (ret != ACL_SUCCESS)
+        return ret;
+    pthread_mutex_lock(&g_ev_mu);
+    bool timeline = (e->flags & ACL_EVENT_TIME_LINE) != 0;
+    bool ready = event_complete_locked(e) && e->has_ts;
+    uint64_t ts = e->ts_ns;
+    pthread_mutex_unlock(&g_ev_mu);
+    event_unref(e);
+    if (!timeline)
+        return fail(ACL_ERROR_RT_EVENT_TIMESTAMP_INVALID, a.api, "event %p was created without ACL_EVENT_TIME_LINE",
+                    event);
+    if (!ready)
+        return fail(ACL_ERROR_RT_EVENT_NOT_COMPLETE, a.api, "event %p is not recorded and complete", event);
+    *timestamp = device_clock_ns(ts) / 1000u;
+    return ACL_SUCCESS;
 }

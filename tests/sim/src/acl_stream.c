@@ -18,6 +18,13 @@ static void task_run(struct sim_stream *s, struct sim_task *t)
         model_transfer_time(start, t->n, s->gbps);
         break;
     }
+    case TASK_COPY2D: {
+        uint64_t start = now_ns();
+        for (size_t r = 0; r < t->height; r++)
+            memmove((char *)t->dst + r * t->dpitch, (const char *)t->src + r * t->spitch, t->width);
+        model_transfer_time(start, t->n, s->gbps);
+        break;
+    }
     case TASK_MEMSET: {
         uint64_t start = now_ns();
         memset(t->dst, t->value, t->n);
@@ -486,31 +493,36 @@ aclError aclrtDestroyStreamForce(aclrtStream stream)
     return destroy_stream(stream, true, "aclrtDestroyStreamForce");
 }
 
-aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_t timeout)
+static aclError synchronize_stream(aclrtStream stream, int32_t timeout, const char *api)
 {
     struct sim_stream *s;
     if (timeout < -1)
-        return fail(ACL_ERROR_INVALID_PARAM, "aclrtSynchronizeStreamWithTimeout", "timeout %d < -1", timeout);
-    aclError ret = stream_acquire(stream, "aclrtSynchronizeStream", &s);
+        return fail(ACL_ERROR_INVALID_PARAM, api, "timeout %d < -1", timeout);
+    aclError ret = stream_acquire(stream, api, &s);
     if (ret != ACL_SUCCESS)
         return ret;
     bool done = stream_drain(s, timeout);
     stream_unref(s);
     if (!done)
-        return fail(ACL_ERROR_RT_STREAM_SYNC_TIMEOUT, "aclrtSynchronizeStreamWithTimeout", "timed out after %d ms",
-                    timeout);
+        return fail(ACL_ERROR_RT_STREAM_SYNC_TIMEOUT, api, "timed out after %d ms", timeout);
     return ACL_SUCCESS;
+}
+
+/* timeout in milliseconds; -1 waits for ever. */
+aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_t timeout)
+{
+    aclError ret = synchronize_stream(stream, timeout, "aclrtSynchronizeStreamWithTimeout");
+    if (sim_log_wants(SIM_FN_aclrtSynchronizeStreamWithTimeout))
+        sim_log_line("aclrtSynchronizeStreamWithTimeout stream=%p timeout=%d ret=%d\n", stream, (int)timeout, ret);
+    return ret;
 }
 
 aclError aclrtSynchronizeStream(aclrtStream stream)
 {
-    struct sim_stream *s;
-    aclError ret = stream_acquire(stream, "aclrtSynchronizeStream", &s);
-    if (ret != ACL_SUCCESS)
-        return ret;
-    stream_drain(s, -1);
-    stream_unref(s);
-    return ACL_SUCCESS;
+    aclError ret = synchronize_stream(stream, -1, "aclrtSynchronizeStream");
+    if (sim_log_wants(SIM_FN_aclrtSynchronizeStream))
+        sim_log_line("aclrtSynchronizeStream stream=%p ret=%d\n", stream, ret);
+    return ret;
 }
 
 aclError aclrtStreamQuery(aclrtStream stream, aclrtStreamStatus *status)

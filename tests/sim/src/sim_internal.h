@@ -56,6 +56,7 @@ struct sim_config {
     char soc[64];
     double gbps;      /* bytes per nanosecond == GB/s; 0 = copies are instant */
     size_t hbm_total; /* bytes of HBM per device */
+    bool strict_kind; /* NPUSIM_STRICT_KIND=1: rows 1-4 of the kind table reject mismatches */
 };
 
 extern struct sim_config g_cfg;
@@ -71,6 +72,7 @@ __attribute__((format(printf, 3, 4)))
 aclError fail(aclError code, const char *api, const char *fmt, ...);
 
 uint64_t now_ns(void);
+uint64_t device_clock_ns(uint64_t host_ns);
 void sleep_until_ns(uint64_t deadline);
 void model_transfer_time(uint64_t start_ns, size_t n, double gbps);
 
@@ -99,14 +101,15 @@ struct sim_event {
     struct sim_event *next;
 };
 
-enum task_kind { TASK_COPY, TASK_MEMSET, TASK_RECORD, TASK_WAIT };
+enum task_kind { TASK_COPY, TASK_COPY2D, TASK_MEMSET, TASK_RECORD, TASK_WAIT };
 
 struct sim_task {
     enum task_kind kind;
     struct sim_task *next;
     void *dst;
     const void *src;
-    size_t n;
+    size_t n;                             /* bytes moved (the model's duration) */
+    size_t dpitch, spitch, width, height; /* TASK_COPY2D */
     int value;
     struct sim_event *ev; /* holds a reference */
     uint64_t seq;
@@ -152,7 +155,9 @@ extern __thread uint64_t tls_ctx_gen;
 
 /* ---- memory table (acl_memory.c) ---------------------------------------- */
 
-enum mem_kind { MEM_PAGEABLE = 0, MEM_DEVICE = 1, MEM_PINNED = 2 };
+/* MEM_REGISTERED: a host range of the program's own memory registered with
+ * aclrtHostRegister(V2); the runtime treats it as pinned until unregistered. */
+enum mem_kind { MEM_PAGEABLE = 0, MEM_DEVICE = 1, MEM_PINNED = 2, MEM_REGISTERED = 3 };
 
 struct mem_range {
     uintptr_t base;
@@ -160,12 +165,14 @@ struct mem_range {
     size_t charged;
     int kind;
     int device;
+    uint32_t page_size; /* what aclrtPointerGetAttributes reports */
 };
 
 struct mem_class {
     int kind;
     int device;
     bool in_bounds; /* [p, p+n) lies inside the tracked allocation */
+    uint32_t page_size;
 };
 
 extern pthread_rwlock_t g_mem_lock;
