@@ -137,8 +137,13 @@ void TestErrors(HcclDispatcher disp, hccl::Stream &st, void *dev_a, void *dev_b)
     CHECK_EQ(HcclD2DMemcpyAsync(disp, dst, nothing, st, 1, HCCS), HCCL_SUCCESS, "src.size_ 0: nothing to copy");
     CHECK_EQ(HcclD2DMemcpyAsync(disp, dst, dst, st, 1, HCCS), HCCL_SUCCESS, "src == dst: nothing to copy");
 
+    CHECK_EQ(HcclD2DMemcpyAsync(disp, small, src, st), HCCL_E_PTR, "the vendor's default rank and link type");
+
     const std::string after = ReadLog().substr(before.size());
-    CHECK_EQ(st_count_lines(after.c_str(), "HcclD2DMemcpyAsync "), raw != nullptr ? 10 : 7, "every call is logged");
+    CHECK(after.find(D2DLine(disp, dev_a, 4095, dev_b, 4096, &st, INVALID_VALUE_RANKID, 0, HCCL_E_PTR)) !=
+              std::string::npos,
+          "defaults: remoteUserRank INVALID_VALUE_RANKID, linkType LINK_ONCHIP");
+    CHECK_EQ(st_count_lines(after.c_str(), "HcclD2DMemcpyAsync "), raw != nullptr ? 11 : 8, "every call is logged");
     CHECK_EQ(st_count_lines(after.c_str(), "aclrtMemcpyAsync "), 0, "none reached aclrtMemcpyAsync");
     CHECK(after.find(D2DLine(disp, dev_a, 4095, dev_b, 4096, &st, 1, 1, HCCL_E_PTR)) != std::string::npos,
           "exact log line of the undersized dst");

@@ -23,6 +23,8 @@ typedef uint32_t u32;
 typedef int32_t s32;
 typedef uint64_t u64;
 
+constexpr u32 INVALID_VALUE_RANKID = 0xFFFFFFFFU; /* "no peer" rank */
+
 typedef enum {
     HCCL_SUCCESS = 0,
     HCCL_E_PARA = 1,
@@ -248,7 +250,8 @@ HcclResult HcclMemcpyAsync(HcclDispatcher dispatcherPtr, void *dst, const uint64
  */
 __attribute__((visibility("default")))
 HcclResult HcclD2DMemcpyAsync(HcclDispatcher dispatcherPtr, hccl::DeviceMem &dst, const hccl::DeviceMem &src,
-                              hccl::Stream &stream, u32 remoteUserRank, hccl::LinkType inLinkType);
+                              hccl::Stream &stream, u32 remoteUserRank = INVALID_VALUE_RANKID,
+                              hccl::LinkType inLinkType = hccl::LinkType::LINK_ONCHIP);
 
 } // extern "C"
 
