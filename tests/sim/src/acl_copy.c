@@ -131,9 +131,9 @@ static void copy_rows(const struct copy_op *op)
         memmove((char *)op->dst + r * op->dpitch, (const char *)op->src + r * op->spitch, op->width);
 }
 
-/* Classifies both sides, applies the location/kind table and checks that
- * each side's extent stays inside its tracked allocation (the bounds check
- * comes after dst == src, as in the runtime: *same is set then). */
+/* Classifies both sides over their extents and applies the location/kind
+ * table.  The bounds of the classification are checked later (copy_bounds),
+ * after dst == src, as in the runtime. */
 static aclError copy_locate(const struct copy_op *op, aclrtMemcpyKind *eff, struct mem_class *dc,
                             struct mem_class *sc)
 {
