@@ -190,7 +190,8 @@ HcclResult HcclMemcpyAsync(HcclDispatcher dispatcherPtr, void *dst, const uint64
 {
     hccl::Stream *streamObj = Launder(&stream);
     HcclResult ret = MemcpyAsyncImpl(dispatcherPtr, dst, destMax, src, count, kind, streamObj);
-    sim_log_line("HcclMemcpyAsync dispatcher=%p dst=%p destMax=%llu src=%p count=%llu kind=%d stream=%p "
+    if (sim_log_wants(SIM_FN_HcclMemcpyAsync))
+        sim_log_line("HcclMemcpyAsync dispatcher=%p dst=%p destMax=%llu src=%p count=%llu kind=%d stream=%p "
                  "remoteUserRank=%u linkType=%d ret=%d\n",
                  dispatcherPtr, dst, static_cast<unsigned long long>(destMax), src,
                  static_cast<unsigned long long>(count), static_cast<int>(kind), static_cast<void *>(streamObj),
@@ -199,3 +200,37 @@ HcclResult HcclMemcpyAsync(HcclDispatcher dispatcherPtr, void *dst, const uint64
 }
 
 } // extern "C"
+
+extern "C" HcclResult HcclD2DMemcpyAsync(HcclDispatcher dispatcherPtr, hccl::DeviceMem &dst,
+                                         const hccl::DeviceMem &src, hccl::Stream &stream, u32 remoteUserRank,
+                                         hccl::LinkType inLinkType)
+{
+    hccl::DeviceMem *dstObj = Launder(&dst);
+    const hccl::DeviceMem *srcObj = Launder(&src);
+    hccl::Stream *streamObj = Launder(&stream);
+    void *dstPtr = dstObj != nullptr ? dstObj->ptr() : nullptr;
+    const void *srcPtr = srcObj != nullptr ? srcObj->ptr() : nullptr;
+    u64 dstSize = dstObj != nullptr ? dstObj->size() : 0;
+    u64 srcSize = srcObj != nullptr ? srcObj->size() : 0;
+
+    HcclResult ret;
+    if (dispatcherPtr == nullptr || dstPtr == nullptr || srcPtr == nullptr) {
+        sim_debug("HcclD2DMemcpyAsync: NULL pointer (dispatcher %p dst %p src %p)", dispatcherPtr, dstPtr, srcPtr);
+        ret = HCCL_E_PTR;
+    } else if (dstSize < srcSize) {
+        sim_debug("HcclD2DMemcpyAsync: dst size %llu < src size %llu", static_cast<unsigned long long>(dstSize),
+                  static_cast<unsigned long long>(srcSize));
+        ret = HCCL_E_PTR;
+    } else {
+        // Exactly HcclMemcpyAsync's semantics, one nested aclrtMemcpyAsync per chunk.
+        ret = MemcpyAsyncImpl(dispatcherPtr, dstPtr, dstSize, srcPtr, srcSize,
+                              HcclRtMemcpyKind::HCCL_RT_MEMCPY_KIND_DEVICE_TO_DEVICE, streamObj);
+    }
+    if (sim_log_wants(SIM_FN_HcclD2DMemcpyAsync))
+        sim_log_line("HcclD2DMemcpyAsync dispatcher=%p dst=%p destMax=%llu src=%p count=%llu stream=%p "
+                     "remoteUserRank=%u linkType=%d ret=%d\n",
+                     dispatcherPtr, dstPtr, static_cast<unsigned long long>(dstSize), srcPtr,
+                     static_cast<unsigned long long>(srcSize), static_cast<void *>(streamObj),
+                     static_cast<unsigned>(remoteUserRank), static_cast<int>(inLinkType), static_cast<int>(ret));
+    return ret;
+}

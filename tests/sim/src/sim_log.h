@@ -1,8 +1,11 @@
 /*
  * sim_log.h - call log and debug output shared by the simulated libraries.
  *
- * NPUSIM_LOG=<file>: every entry to aclrtMemcpyAsync / HcclMemcpyAsync
- * appends one line to <file>.  Each line is formatted into a stack buffer and
+ * NPUSIM_LOG=<file>: every call of a logged function appends one line to
+ * <file>, written when the call returns.  NPUSIM_LOG_FUNCS chooses the
+ * functions: a comma-separated list of names, or "all" (every function of the
+ * copy path an interposer hooks, SIM_LOG_FUNCS below); by default the two
+ * seed functions aclrtMemcpyAsync and HcclMemcpyAsync.  Each line is formatted into a stack buffer and
  * written with a single write() on an O_APPEND descriptor, so lines from
  * concurrent threads (and processes) never interleave.
  *
@@ -25,14 +28,83 @@
 
 #define SIM_LOG_LINE_MAX 512
 
+/* The functions that can be logged, in SPEC section 2 order. */
+#define SIM_LOG_FUNCS(X)                                                                                     \
+    X(aclrtMemcpyAsync)                                                                                      \
+    X(HcclMemcpyAsync)                                                                                       \
+    X(aclrtMemcpy)                                                                                           \
+    X(aclrtMemcpyAsyncWithCondition)                                                                         \
+    X(aclrtMemcpy2d)                                                                                         \
+    X(aclrtMemcpy2dAsync)                                                                                    \
+    X(aclrtMemsetAsync)                                                                                      \
+    X(aclrtMalloc)                                                                                           \
+    X(aclrtMallocAlign32)                                                                                    \
+    X(aclrtMallocCached)                                                                                     \
+    X(aclrtMallocWithCfg)                                                                                    \
+    X(aclrtFree)                                                                                             \
+    X(aclrtMallocHost)                                                                                       \
+    X(aclrtMallocHostWithCfg)                                                                                \
+    X(aclrtFreeHost)                                                                                         \
+    X(aclrtHostRegister)                                                                                     \
+    X(aclrtHostRegisterV2)                                                                                   \
+    X(aclrtHostUnregister)                                                                                   \
+    X(aclrtSynchronizeStream)                                                                                \
+    X(aclrtSynchronizeStreamWithTimeout)                                                                     \
+    X(aclrtSynchronizeEvent)                                                                                 \
+    X(aclrtSynchronizeDevice)                                                                                \
+    X(HcclD2DMemcpyAsync)
+
+enum sim_log_fn {
+#define SIM_LOG_ENUM(name) SIM_FN_##name,
+    SIM_LOG_FUNCS(SIM_LOG_ENUM)
+#undef SIM_LOG_ENUM
+    SIM_FN_COUNT
+};
+
 static pthread_once_t sim_log_once = PTHREAD_ONCE_INIT;
 static int sim_log_fd = -1;
 static int sim_debug_on = 0;
+static unsigned long long sim_log_mask = (1ull << SIM_FN_aclrtMemcpyAsync) | (1ull << SIM_FN_HcclMemcpyAsync);
+
+/* NPUSIM_LOG_FUNCS: "all" or a comma-separated list of names; unknown names
+ * are ignored (NPUSIM_DEBUG=1 says so). */
+static void sim_log_parse_funcs(const char *v)
+{
+    static const char *const names[] = {
+#define SIM_LOG_NAME(name) #name,
+        SIM_LOG_FUNCS(SIM_LOG_NAME)
+#undef SIM_LOG_NAME
+    };
+    if (strcmp(v, "all") == 0) {
+        sim_log_mask = (1ull << SIM_FN_COUNT) - 1;
+        return;
+    }
+    sim_log_mask = 0;
+    for (const char *p = v; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        int found = 0;
+        for (int i = 0; i < SIM_FN_COUNT; i++) {
+            if (strlen(names[i]) == n && strncmp(names[i], p, n) == 0) {
+                sim_log_mask |= 1ull << i;
+                found = 1;
+            }
+        }
+        if (!found && n > 0 && sim_debug_on)
+            fprintf(stderr, "npusim: NPUSIM_LOG_FUNCS: unknown function %.*s\n", (int)n, p);
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+}
 
 static void sim_log_open(void)
 {
     const char *dbg = getenv("NPUSIM_DEBUG");
     sim_debug_on = dbg != NULL && dbg[0] != '\0' && strcmp(dbg, "0") != 0;
+
+    const char *funcs = getenv("NPUSIM_LOG_FUNCS");
+    if (funcs != NULL && funcs[0] != '\0')
+        sim_log_parse_funcs(funcs);
 
     const char *path = getenv("NPUSIM_LOG");
     if (path == NULL || path[0] == '\0')
@@ -46,6 +118,12 @@ static inline int sim_log_enabled(void)
 {
     pthread_once(&sim_log_once, sim_log_open);
     return sim_log_fd >= 0;
+}
+
+/* Whether calls of function fn are logged. */
+static inline int sim_log_wants(enum sim_log_fn fn)
+{
+    return sim_log_enabled() && (sim_log_mask >> fn & 1u) != 0;
 }
 
 static inline int sim_debug_enabled(void)

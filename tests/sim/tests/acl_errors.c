@@ -133,7 +133,9 @@ static void test_memcpy_async_order(void)
     CHECK_EQ(async_copy(pin2, 4096, pin, 64, 0, s1), ACL_ERROR_RT_STREAM_CONTEXT,
              "stream check comes before host-to-host");
     CHECK_EQ(async_copy(pin2, 4096, pin, 64, 0, s0), ACL_ERROR_RT_FEATURE_NOT_SUPPORT, "host-to-host on Ascend910B1");
-    CHECK_EQ(async_copy(pin, 4096, pin, 64, 1, s0), ACL_SUCCESS, "dst == src succeeds");
+    CHECK_EQ(async_copy(dev, 4096, dev, 64, 3, s0), ACL_SUCCESS, "dst == src succeeds");
+    CHECK_EQ(async_copy(pin, 4096, pin, 64, 1, s0), ACL_ERROR_RT_FEATURE_NOT_SUPPORT,
+             "dst == src of pinned memory is host-to-host whatever the kind: rejected before the dst == src check");
     CHECK_EQ(async_copy(dev, 8192, pin, 8192, 1, s0), ACL_ERROR_RT_PARAM_INVALID,
              "a copy that overruns its tracked allocation");
     CHECK_EQ(async_copy(dev, 4096, pin, 64, 5, s0), ACL_SUCCESS, "kind 5 (HOST_TO_BUF_TO_DEVICE)");

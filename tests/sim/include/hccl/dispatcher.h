@@ -23,6 +23,8 @@ typedef uint32_t u32;
 typedef int32_t s32;
 typedef uint64_t u64;
 
+constexpr u32 INVALID_VALUE_RANKID = 0xFFFFFFFFU; /* "no peer" rank */
+
 typedef enum {
     HCCL_SUCCESS = 0,
     HCCL_E_PARA = 1,
@@ -119,6 +121,95 @@ struct StreamLayout {
 static_assert(StreamLayout::kStreamOffset == sizeof(void *),
               "hccl::Stream::stream_ must follow the vtable pointer");
 
+/*
+ * A range of device memory.  No virtual functions: the layout is part of the
+ * ABI of HcclD2DMemcpyAsync (void *ptr_ at 0, u64 size_ at 8, bool owner_ at
+ * 16; 24 bytes on LP64).  An owning DeviceMem (from alloc()) frees its memory
+ * with aclrtFree when destroyed; copies and ranges never own.
+ */
+class DeviceMem {
+public:
+    DeviceMem() : ptr_(nullptr), size_(0), owner_(false) {}
+    DeviceMem(void *ptr, u64 size, bool owner = false) : ptr_(ptr), size_(size), owner_(owner) {}
+    DeviceMem(const DeviceMem &that) : ptr_(that.ptr_), size_(that.size_), owner_(false) {}
+    DeviceMem(DeviceMem &&that) noexcept : ptr_(that.ptr_), size_(that.size_), owner_(that.owner_)
+    {
+        that.owner_ = false;
+    }
+    DeviceMem &operator=(const DeviceMem &that)
+    {
+        if (this != &that) {
+            free();
+            ptr_ = that.ptr_;
+            size_ = that.size_;
+            owner_ = false;
+        }
+        return *this;
+    }
+    DeviceMem &operator=(DeviceMem &&that) noexcept
+    {
+        if (this != &that) {
+            free();
+            ptr_ = that.ptr_;
+            size_ = that.size_;
+            owner_ = that.owner_;
+            that.owner_ = false;
+        }
+        return *this;
+    }
+    ~DeviceMem() { free(); }
+
+    /* Device memory of the current device, owned; empty when allocation fails. */
+    static DeviceMem alloc(u64 size, aclrtMemMallocPolicy policy = ACL_MEM_MALLOC_HUGE_FIRST)
+    {
+        void *p = nullptr;
+        if (size == 0 || aclrtMalloc(&p, static_cast<size_t>(size), policy) != ACL_SUCCESS)
+            return DeviceMem();
+        return DeviceMem(p, size, true);
+    }
+    /* A non-owning view of memory allocated elsewhere. */
+    static DeviceMem create(void *ptr, u64 size) { return DeviceMem(ptr, size, false); }
+
+    void *ptr() const { return ptr_; }
+    u64 size() const { return size_; }
+    bool owner() const { return owner_; }
+    explicit operator bool() const { return ptr_ != nullptr; }
+
+    /* [offset, offset+size) of this range as a non-owning view; empty when it
+     * does not fit. */
+    DeviceMem range(u64 offset, u64 size) const
+    {
+        if (ptr_ == nullptr || offset > size_ || size > size_ - offset)
+            return DeviceMem();
+        return DeviceMem(static_cast<char *>(ptr_) + offset, size, false);
+    }
+
+private:
+    void free()
+    {
+        if (owner_ && ptr_ != nullptr)
+            (void)aclrtFree(ptr_);
+        owner_ = false;
+    }
+
+    void *ptr_;
+    u64 size_;
+    bool owner_;
+
+    friend struct DeviceMemLayout;
+};
+
+struct DeviceMemLayout {
+    static constexpr std::size_t kPtrOffset = offsetof(DeviceMem, ptr_);
+    static constexpr std::size_t kSizeOffset = offsetof(DeviceMem, size_);
+    static constexpr std::size_t kOwnerOffset = offsetof(DeviceMem, owner_);
+};
+
+static_assert(DeviceMemLayout::kPtrOffset == 0, "hccl::DeviceMem::ptr_ is at offset 0");
+static_assert(DeviceMemLayout::kSizeOffset == 8, "hccl::DeviceMem::size_ is at offset 8");
+static_assert(DeviceMemLayout::kOwnerOffset == 16, "hccl::DeviceMem::owner_ is at offset 16");
+static_assert(sizeof(DeviceMem) == 24, "hccl::DeviceMem is 24 bytes");
+
 } // namespace hccl
 
 extern "C" {
@@ -146,6 +237,21 @@ __attribute__((visibility("default")))
 HcclResult HcclMemcpyAsync(HcclDispatcher dispatcherPtr, void *dst, const uint64_t destMax, const void *src,
                            const uint64_t count, const HcclRtMemcpyKind kind, hccl::Stream &stream,
                            const u32 remoteUserRank, hccl::LinkType linkType);
+
+/**
+ * @brief device-to-device copy of src into dst issued by HCCL (the hot path
+ *        of HCCL's collectives)
+ * @param dst            [IN] destination range; its size_ is the capacity
+ * @param src            [IN] source range; its size_ bytes are copied
+ * @retval HCCL_E_PTR for a NULL dispatcher or range pointer, or when dst is
+ *         smaller than src; otherwise as HcclMemcpyAsync(dispatcherPtr,
+ *         dst.ptr(), dst.size(), src.ptr(), src.size(), DEVICE_TO_DEVICE,
+ *         stream, remoteUserRank, inLinkType)
+ */
+__attribute__((visibility("default")))
+HcclResult HcclD2DMemcpyAsync(HcclDispatcher dispatcherPtr, hccl::DeviceMem &dst, const hccl::DeviceMem &src,
+                              hccl::Stream &stream, u32 remoteUserRank = INVALID_VALUE_RANKID,
+                              hccl::LinkType inLinkType = hccl::LinkType::LINK_ONCHIP);
 
 } // extern "C"
 
