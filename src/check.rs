@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use crate::abi::types::{
     ACL_ERROR_INVALID_PARAM, ACL_ERROR_RT_ADDR_UNALIGNED, ACL_ERROR_RT_FEATURE_NOT_SUPPORT,
-    ACL_ERROR_RT_PARAM_INVALID, Api, Call, HCCL_E_PARA, HCCL_E_PTR,
+    ACL_ERROR_RT_PARAM_INVALID, Api, Call, Class, HCCL_E_PARA, HCCL_E_PTR,
 };
 
 /// One rule of SPEC §4, in table order (which follows the runtime's own order of checks).
@@ -91,14 +91,14 @@ impl Rule {
         }
     }
 
-    const fn bit(self) -> u8 {
-        1 << self as u8
+    const fn bit(self) -> u16 {
+        1 << self as u16
     }
 }
 
 /// A set of rules, as a bit mask in table order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RuleSet(pub u8);
+pub struct RuleSet(pub u16);
 
 impl RuleSet {
     pub const EMPTY: RuleSet = RuleSet(0);
@@ -250,12 +250,28 @@ fn ranges_overlap(a: usize, b: usize, n: u64) -> bool {
     a < b + n && b < a + n
 }
 
+/// The bytes a copy touches on one side: `count` for plain copies and sets, and for 2D
+/// copies `pitch * (height - 1) + width` (SPEC §4), saturating.
+pub fn extent(call: &Call, pitch: u64) -> u64 {
+    if call.hook.class().is_2d() {
+        if call.height == 0 {
+            return 0;
+        }
+        pitch
+            .saturating_mul(call.height - 1)
+            .saturating_add(call.count)
+    } else {
+        call.count
+    }
+}
+
 /// True for a call that breaks no rule except possibly `overlap`: the common case, decided
 /// in a handful of instructions before the full rule walk.
 #[inline(always)]
 fn obviously_clean(call: &Call) -> bool {
-    match call.api {
-        Api::Acl => {
+    match (call.api, call.hook.class()) {
+        (_, Class::Wait) => true,
+        (Api::Acl, Class::CopyAsync) => {
             call.count == 0
                 || (call.dst != 0
                     && call.src != 0
@@ -263,11 +279,20 @@ fn obviously_clean(call: &Call) -> bool {
                     && (1..=5).contains(&call.kind)
                     && call.count <= call.dest_max)
         }
-        Api::Hccl => {
+        (Api::Acl, Class::CopySync) => {
+            call.count == 0
+                || (call.dst != 0
+                    && call.src != 0
+                    && (0..=5).contains(&call.kind)
+                    && call.count <= call.dest_max)
+        }
+        (Api::Acl, _) => false,
+        (Api::Hccl, _) => {
             call.dispatcher != 0
                 && call.dst != 0
                 && call.src != 0
                 && call.stream != 0
+                && !call.refs_null
                 && (call.count == 0
                     || ((0..=3).contains(&call.kind)
                         && call.count <= call.dest_max
@@ -300,29 +325,61 @@ fn check_all(call: &Call, enabled: RuleSet) -> Violations {
             v = v.with(rule);
         }
     };
-    match call.api {
-        Api::Acl => {
-            // The runtime returns success for a zero-byte copy before any other check.
+    let class = call.hook.class();
+    match (call.api, class) {
+        (_, Class::Wait) => {}
+        (Api::Acl, Class::SetAsync) => {
             if call.count == 0 {
+                return v;
+            }
+            flag(Rule::Null, call.dst == 0);
+            flag(Rule::Size, call.count > call.dest_max);
+        }
+        (Api::Acl, _) => {
+            let empty = if class.is_2d() {
+                call.count == 0 || call.height == 0
+            } else {
+                call.count == 0
+            };
+            // The runtime returns success for a zero-byte copy before any other check.
+            if empty {
                 return v;
             }
             flag(Rule::Null, call.dst == 0 || call.src == 0);
             flag(Rule::Kind, !(0..=5).contains(&call.kind));
-            flag(Rule::Size, call.count > call.dest_max);
-            flag(
-                Rule::Align,
-                !call.dst.is_multiple_of(ALIGN) || !call.src.is_multiple_of(ALIGN),
-            );
-            flag(Rule::H2h, call.kind == 0);
+            if class.is_2d() {
+                // A row wider than either pitch.
+                flag(
+                    Rule::Size,
+                    call.count > call.dest_max || call.count > call.spitch,
+                );
+            } else {
+                flag(Rule::Size, call.count > call.dest_max);
+            }
+            if class == Class::CopyAsync {
+                flag(
+                    Rule::Align,
+                    !call.dst.is_multiple_of(ALIGN) || !call.src.is_multiple_of(ALIGN),
+                );
+            }
+            if class.is_async() {
+                flag(Rule::H2h, call.kind == 0);
+            }
+            let (dst_len, src_len) = (extent(call, call.dest_max), extent(call, call.spitch));
             flag(
                 Rule::Overlap,
-                call.src != call.dst && ranges_overlap(call.src, call.dst, call.count),
+                call.src != call.dst
+                    && ranges_overlap2(call.src, src_len, call.dst, dst_len),
             );
         }
-        Api::Hccl => {
+        (Api::Hccl, _) => {
             flag(
                 Rule::Null,
-                call.dispatcher == 0 || call.dst == 0 || call.src == 0 || call.stream == 0,
+                call.dispatcher == 0
+                    || call.dst == 0
+                    || call.src == 0
+                    || call.stream == 0
+                    || call.refs_null,
             );
             if call.count == 0 {
                 return v;
@@ -342,6 +399,12 @@ fn check_all(call: &Call, enabled: RuleSet) -> Violations {
     v
 }
 
+/// `[a, a+a_len)` and `[b, b+b_len)` overlap (computed without overflow).
+fn ranges_overlap2(a: usize, a_len: u64, b: usize, b_len: u64) -> bool {
+    let (a, b) = (a as u128, b as u128);
+    a < b + b_len as u128 && b < a + a_len as u128
+}
+
 /// In strict mode: the first violated error rule (table order) and the code to return.
 pub fn strict_verdict(api: Api, violations: Violations) -> Option<(Rule, i32)> {
     violations
@@ -353,6 +416,7 @@ pub fn strict_verdict(api: Api, violations: Violations) -> Option<(Rule, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::types::Hook;
     use proptest::prelude::*;
 
     const BASE: usize = 0x7f00_0000_0000;
@@ -600,7 +664,7 @@ mod tests {
 
     fn arb_call() -> impl Strategy<Value = Call> {
         (
-            any::<bool>(),
+            0..Hook::ALL.len(),
             arb_addr(),
             arb_addr(),
             arb_size(),
@@ -611,18 +675,22 @@ mod tests {
             prop_oneof![-2i32..10, Just(255), any::<i32>()],
         )
             .prop_map(
-                |(hccl, dst, src, dest_max, count, kind, stream, disp, link)| Call {
-                    api: if hccl { Api::Hccl } else { Api::Acl },
-                    dst,
-                    src,
-                    dest_max,
-                    count,
-                    kind,
-                    stream,
-                    dispatcher: if hccl { disp } else { 0 },
-                    remote_rank: 0,
-                    link,
-                    depth: 0,
+                |(hook, dst, src, dest_max, count, kind, stream, disp, link)| {
+                    let hook = Hook::ALL[hook];
+                    let hccl = hook.api() == Api::Hccl;
+                    Call {
+                        dst,
+                        src,
+                        dest_max,
+                        count,
+                        kind,
+                        stream,
+                        dispatcher: if hccl { disp } else { 0 },
+                        link,
+                        spitch: dest_max / 2,
+                        height: count % 7,
+                        ..Call::of(hook)
+                    }
                 },
             )
     }
@@ -630,13 +698,15 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
         #[test]
-        fn the_fast_path_agrees_with_every_rule(c in arb_call(), bits in 0u8..0x80) {
+        fn the_fast_path_agrees_with_every_rule(c in arb_call(), bits in 0u16..0x80) {
             let rules = RuleSet(bits);
             prop_assert_eq!(check(&c, rules), check_all(&c, rules));
         }
 
         #[test]
         fn strict_outcome_matches_the_model(c in arb_call()) {
+            // The model is that of the two seed functions.
+            let c = Call { hook: Call::new(c.api).hook, refs_null: false, ..c };
             let verdict = strict_verdict(c.api, check(&c, RuleSet::ALL)).map(|(_, code)| code);
             prop_assert_eq!(verdict, model_strict(&c));
         }

@@ -262,6 +262,12 @@ fn to_record(
 ) -> Record {
     let (fault, fault_arg) = FaultTag::of(decision);
     Record {
+        hook: call.hook as u8,
+        depth: call.depth.min(u8::MAX as u32) as u8,
+        fault: fault as u8,
+        violations: violations.0,
+        ret,
+        kind: call.kind,
         start,
         end,
         dst: call.dst as u64,
@@ -270,15 +276,14 @@ fn to_record(
         dispatcher: call.dispatcher as u64,
         dest_max: call.dest_max,
         count: call.count,
+        spitch: call.spitch,
+        height: call.height,
         fault_arg,
-        kind: call.kind,
+        event: call.event as u64,
         link: call.link,
-        ret,
         remote_rank: call.remote_rank,
-        api: call.api as u8,
-        depth: call.depth.min(u8::MAX as u32) as u8,
-        violations: violations.0,
-        fault: fault as u8,
+        value: call.value,
+        ..Record::default()
     }
 }
 

@@ -12,32 +12,7 @@
 use std::ffi::{CString, c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-use crate::abi::types::{AclError, HcclResult};
-
-/// `aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count,
-/// aclrtMemcpyKind kind, aclrtStream stream)`.
-pub type AclrtMemcpyAsyncFn = unsafe extern "C-unwind" fn(
-    dst: *mut c_void,
-    dest_max: usize,
-    src: *const c_void,
-    count: usize,
-    kind: c_int,
-    stream: *mut c_void,
-) -> AclError;
-
-/// `HcclResult HcclMemcpyAsync(HcclDispatcher, void *dst, uint64_t destMax, const void *src,
-/// uint64_t count, HcclRtMemcpyKind, hccl::Stream &, u32 remoteUserRank, hccl::LinkType)`.
-pub type HcclMemcpyAsyncFn = unsafe extern "C-unwind" fn(
-    dispatcher: *mut c_void,
-    dst: *mut c_void,
-    dest_max: u64,
-    src: *const c_void,
-    count: u64,
-    kind: c_int,
-    stream: *mut c_void,
-    remote_user_rank: u32,
-    link_type: c_int,
-) -> HcclResult;
+use crate::abi::types::{Api, Hook};
 
 const UNRESOLVED: usize = 0;
 const MISSING: usize = 1;
@@ -55,23 +30,35 @@ pub struct Target {
     pub missing_code_name: &'static str,
 }
 
-pub const ACL: Target = Target {
-    symbol: "aclrtMemcpyAsync",
-    sonames: &["libascendcl.so", "libacl_rt.so"],
-    lib_var: "NPUSHIM_ACL_LIB",
-    explicit: |s| s.acl_lib.as_deref(),
-    missing_code: crate::abi::types::ACL_ERROR_API_NOT_SUPPORT,
-    missing_code_name: "ACL_ERROR_API_NOT_SUPPORT",
-};
+/// Where the real function of `hook` may be found, and what its calls return without it.
+pub fn target(hook: Hook) -> Target {
+    match hook.api() {
+        Api::Acl => Target {
+            symbol: hook.symbol(),
+            sonames: &["libascendcl.so", "libacl_rt.so"],
+            lib_var: "NPUSHIM_ACL_LIB",
+            explicit: |s| s.acl_lib.as_deref(),
+            missing_code: crate::abi::types::ACL_ERROR_API_NOT_SUPPORT,
+            missing_code_name: "ACL_ERROR_API_NOT_SUPPORT",
+        },
+        Api::Hccl => Target {
+            symbol: hook.symbol(),
+            sonames: &["libhccl_plf.so"],
+            lib_var: "NPUSHIM_HCCL_LIB",
+            explicit: |s| s.hccl_lib.as_deref(),
+            missing_code: crate::abi::types::HCCL_E_NOT_SUPPORT,
+            missing_code_name: "HCCL_E_NOT_SUPPORT",
+        },
+    }
+}
 
-pub const HCCL: Target = Target {
-    symbol: "HcclMemcpyAsync",
-    sonames: &["libhccl_plf.so"],
-    lib_var: "NPUSHIM_HCCL_LIB",
-    explicit: |s| s.hccl_lib.as_deref(),
-    missing_code: crate::abi::types::HCCL_E_NOT_SUPPORT,
-    missing_code_name: "HCCL_E_NOT_SUPPORT",
-};
+/// What a call of `hook` returns when its real function cannot be found.
+pub fn missing_code(hook: Hook) -> c_int {
+    match hook.api() {
+        Api::Acl => crate::abi::types::ACL_ERROR_API_NOT_SUPPORT,
+        Api::Hccl => crate::abi::types::HCCL_E_NOT_SUPPORT,
+    }
+}
 
 /// One resolved-once function pointer: 0 = not yet looked up, 1 = missing, else the address.
 pub struct Slot {
@@ -274,43 +261,19 @@ pub fn lookup(target: &Target, search: &Search) -> (Option<usize>, Vec<String>) 
     (None, tried)
 }
 
-static ACL_SLOT: Slot = Slot::new();
-static HCCL_SLOT: Slot = Slot::new();
+/// One slot per hook, in table order.
+static SLOTS: [Slot; Hook::ALL.len()] = [const { Slot::new() }; Hook::ALL.len()];
 
-/// The real `aclrtMemcpyAsync`, or `None` if it cannot be found.
+/// The address of the real function of `hook`, resolving it on first use; `None` if it
+/// cannot be found.
 #[inline]
-pub fn acl_memcpy_async() -> Option<AclrtMemcpyAsyncFn> {
-    ACL_SLOT.get(&ACL).map(|addr| {
-        // SAFETY: `addr` is the non-null address dlsym returned for a symbol whose C
-        // signature is exactly `AclrtMemcpyAsyncFn` (SPEC §2.1).
-        unsafe { std::mem::transmute::<usize, AclrtMemcpyAsyncFn>(addr) }
-    })
+pub fn resolve(hook: Hook) -> Option<usize> {
+    SLOTS[hook as usize].get(&target(hook))
 }
 
-/// The real `HcclMemcpyAsync`, or `None` if it cannot be found.
-#[inline]
-pub fn hccl_memcpy_async() -> Option<HcclMemcpyAsyncFn> {
-    HCCL_SLOT.get(&HCCL).map(|addr| {
-        // SAFETY: `addr` is the non-null address dlsym returned for a symbol whose C ABI
-        // signature is exactly `HcclMemcpyAsyncFn` (SPEC §2.2).
-        unsafe { std::mem::transmute::<usize, HcclMemcpyAsyncFn>(addr) }
-    })
-}
-
-/// The real `HcclMemcpyAsync` if already resolved (no lookup on this path).
-#[inline]
-pub fn hccl_memcpy_async_if_resolved() -> Option<HcclMemcpyAsyncFn> {
-    HCCL_SLOT.if_resolved().map(|addr| {
-        // SAFETY: as in `hccl_memcpy_async`.
-        unsafe { std::mem::transmute::<usize, HcclMemcpyAsyncFn>(addr) }
-    })
-}
-
-/// The real `aclrtMemcpyAsync` if already resolved (no lookup on this path).
-#[inline]
-pub fn acl_memcpy_async_if_resolved() -> Option<AclrtMemcpyAsyncFn> {
-    ACL_SLOT.if_resolved().map(|addr| {
-        // SAFETY: as in `acl_memcpy_async`.
-        unsafe { std::mem::transmute::<usize, AclrtMemcpyAsyncFn>(addr) }
-    })
+/// The address of the real function of `hook` if it was already resolved (never looks it
+/// up: for the fast paths).
+#[inline(always)]
+pub fn if_resolved(hook: Hook) -> Option<usize> {
+    SLOTS[hook as usize].if_resolved()
 }

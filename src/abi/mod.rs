@@ -2,4 +2,5 @@
 
 pub mod control;
 pub mod exports;
+pub mod hooks;
 pub mod types;

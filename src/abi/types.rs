@@ -196,15 +196,119 @@ pub fn link_by_name(name: &str) -> Option<i32> {
     LINK_NAMES.iter().position(|n| *n == bare).map(|i| i as i32)
 }
 
-/// The arguments of one intercepted call, API-neutral, as plain integers.
+/// What a hooked function does, which decides the checks that apply and how its span reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A copy that returns once it is submitted (unless pageable memory makes it wait).
+    CopyAsync,
+    /// A copy that returns once it is done.
+    CopySync,
+    /// A 2D copy (`dest_max` is dpitch, `spitch`, `count` is width, `height`).
+    Copy2dAsync,
+    Copy2dSync,
+    /// A memset on a stream (`dst` is devPtr, `dest_max` maxCount, `value`).
+    SetAsync,
+    /// The host waits (for a stream, an event or the device).
+    Wait,
+}
+
+impl Class {
+    /// Copies and sets: calls whose arguments name memory.
+    pub const fn moves_memory(self) -> bool {
+        !matches!(self, Class::Wait)
+    }
+
+    /// Returns before the work is done (subject to `h2h` and `pageable`).
+    pub const fn is_async(self) -> bool {
+        matches!(self, Class::CopyAsync | Class::Copy2dAsync | Class::SetAsync)
+    }
+
+    /// A two-dimensional copy.
+    pub const fn is_2d(self) -> bool {
+        matches!(self, Class::Copy2dAsync | Class::Copy2dSync)
+    }
+}
+
+macro_rules! define_hooks {
+    ($(
+        $(#[$doc:meta])*
+        $hook:ident = $name:ident ( $($arg:ident : $ty:ty),* ) : $api:ident, $class:ident,
+        |$c:ident| $decode:block;
+    )*) => {
+        /// Every hooked function (the table is `abi/hooks.rs`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Hook {
+            $($(#[$doc])* $hook,)*
+        }
+
+        impl Hook {
+            /// Every hook, in table order.
+            pub const ALL: &'static [Hook] = &[$(Hook::$hook,)*];
+
+            /// The exported symbol, also the span's name.
+            pub const fn symbol(self) -> &'static str {
+                match self {
+                    $(Hook::$hook => stringify!($name),)*
+                }
+            }
+
+            /// Which library and enum family it belongs to.
+            pub const fn api(self) -> Api {
+                match self {
+                    $(Hook::$hook => Api::$api,)*
+                }
+            }
+
+            pub const fn class(self) -> Class {
+                match self {
+                    $(Hook::$hook => Class::$class,)*
+                }
+            }
+
+            /// The hook at `index` in table order.
+            pub fn from_index(index: u8) -> Option<Hook> {
+                Hook::ALL.get(index as usize).copied()
+            }
+
+            /// Looks a hook up by its symbol.
+            pub fn by_symbol(name: &str) -> Option<Hook> {
+                Hook::ALL.iter().copied().find(|h| h.symbol() == name)
+            }
+        }
+    };
+}
+
+super::hooks::for_each_hook!(define_hooks);
+
+/// Reads the `ptr_` and `size_` members of an `hccl::DeviceMem` passed by reference (SPEC
+/// §2.3: no virtual functions; `void *ptr_` at 0, `u64 size_` at 8); `(0, 0)` for a NULL
+/// reference. The real function reads the same 16 bytes first, so this touches nothing the
+/// call itself does not.
+pub fn read_device_mem(addr: usize) -> (usize, u64) {
+    if addr == 0 {
+        return (0, 0);
+    }
+    let p = addr as *const u64;
+    // SAFETY: `addr` is a non-null `hccl::DeviceMem &` the program passes to the function
+    // being called, which reads these two words itself; they are read as integers only.
+    unsafe { (p.read_unaligned() as usize, p.add(1).read_unaligned()) }
+}
+
+/// The arguments of one intercepted call, as plain integers.
 ///
-/// Pointers are kept as addresses: the shim never dereferences what the program passes.
+/// Pointers are kept as addresses: the shim never dereferences what the program passes. The
+/// fields a hook does not have stay 0; their meaning per class is documented below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Call {
+    pub hook: Hook,
     pub api: Api,
+    /// dst (copies), devPtr (sets).
     pub dst: usize,
     pub src: usize,
+    /// destMax; dpitch for 2D copies; maxCount for sets.
     pub dest_max: u64,
+    /// count; width for 2D copies.
     pub count: u64,
     /// `aclrtMemcpyKind` or `HcclRtMemcpyKind`, raw.
     pub kind: i32,
@@ -216,15 +320,34 @@ pub struct Call {
     pub remote_rank: u32,
     /// HCCL only (0 for ACL): `hccl::LinkType`, raw.
     pub link: i32,
+    /// 2D copies: spitch.
+    pub spitch: u64,
+    /// 2D copies: height.
+    pub height: u64,
+    /// Sets: the value; timed waits: the timeout in ms.
+    pub value: i32,
+    /// Event waits: the `aclrtEvent`.
+    pub event: usize,
+    /// `HcclD2DMemcpyAsync`: a `DeviceMem` reference was NULL.
+    pub refs_null: bool,
     /// 0 for a call made by the program, 1 for one made inside another intercepted call.
     pub depth: u32,
 }
 
 impl Call {
-    /// A blank call of `api`, for building in tests.
+    /// A blank call of the seed function of `api`, for building in tests.
     pub const fn new(api: Api) -> Self {
+        Call::of(match api {
+            Api::Acl => Hook::AclrtMemcpyAsync,
+            Api::Hccl => Hook::HcclMemcpyAsync,
+        })
+    }
+
+    /// A blank call of `hook`.
+    pub const fn of(hook: Hook) -> Self {
         Call {
-            api,
+            hook,
+            api: hook.api(),
             dst: 0,
             src: 0,
             dest_max: 0,
@@ -234,6 +357,11 @@ impl Call {
             dispatcher: 0,
             remote_rank: 0,
             link: 0,
+            spitch: 0,
+            height: 0,
+            value: 0,
+            event: 0,
+            refs_null: false,
             depth: 0,
         }
     }

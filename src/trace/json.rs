@@ -4,7 +4,7 @@
 //! `[`, every later one starts with `,`, so any prefix of whole lines plus `]` is valid JSON
 //! (see docs/trace-format.md). No allocation per event beyond the buffer's growth.
 
-use crate::abi::types::{Api, Kind, decode_kind, decode_link};
+use crate::abi::types::{Api, Class, Hook, Kind, decode_kind, decode_link};
 use crate::check::RuleSet;
 
 use super::clock::Calibration;
@@ -192,41 +192,35 @@ impl Out for Line {
 pub struct SpanPrefix {
     pid: u32,
     tid: i32,
-    text: [[u8; PREFIX_MAX]; 2],
-    len: [usize; 2],
+    text: [u8; PREFIX_MAX],
+    len: usize,
 }
 
-/// Longest prefix: 50 bytes of names, two 11-digit ids and their keys.
-const PREFIX_MAX: usize = 128;
+/// Longest prefix: two 11-digit ids and their keys.
+const PREFIX_MAX: usize = 64;
 
 impl SpanPrefix {
+    /// `"pid":P,"tid":T,"ts":`, formatted once per thread batch.
     pub fn new(pid: u32, tid: i32) -> SpanPrefix {
+        let mut line = Line {
+            buf: [0; LINE_MAX],
+            len: 0,
+        };
+        ids(&mut line, pid, tid);
+        line.put(b",\"ts\":");
         let mut p = SpanPrefix {
             pid,
             tid,
-            text: [[0; PREFIX_MAX]; 2],
-            len: [0; 2],
+            text: [0; PREFIX_MAX],
+            len: line.len.min(PREFIX_MAX),
         };
-        for api in [Api::Acl, Api::Hccl] {
-            let mut line = Line {
-                buf: [0; LINE_MAX],
-                len: 0,
-            };
-            line.put(match api {
-                Api::Acl => b"{\"ph\":\"X\",\"name\":\"aclrtMemcpyAsync\",\"cat\":\"acl\",",
-                Api::Hccl => b"{\"ph\":\"X\",\"name\":\"HcclMemcpyAsync\",\"cat\":\"hccl\",",
-            });
-            ids(&mut line, pid, tid);
-            line.put(b",\"ts\":");
-            p.text[api as usize][..line.len].copy_from_slice(&line.buf[..line.len]);
-            p.len[api as usize] = line.len;
-        }
+        p.text[..p.len].copy_from_slice(&line.buf[..p.len]);
         p
     }
 
     #[inline]
-    fn get(&self, api: Api) -> &[u8] {
-        &self.text[api as usize][..self.len[api as usize]]
+    fn get(&self) -> &[u8] {
+        &self.text[..self.len]
     }
 }
 
@@ -325,40 +319,92 @@ impl Json {
     /// is built on the stack and appended with one copy.
     pub fn call(&mut self, rec: &Record, prefix: &SpanPrefix, clock: &Calibration) {
         let (pid, tid) = (prefix.pid, prefix.tid);
-        let api = rec.api();
+        let hook = rec.hook();
+        let api = hook.api();
+        let class = hook.class();
         let start_ns = clock.to_ns(rec.start);
         let end_ns = clock.to_ns(rec.end);
         let lead = self.lead();
         let l = &mut *self.line;
         l.len = 0;
         l.put(&[lead]);
-        l.put(prefix.get(api));
+        l.put(b"{\"ph\":\"X\",\"name\":\"");
+        l.raw(hook.symbol());
+        l.put(b"\",\"cat\":\"");
+        l.raw(api.category());
+        l.put(b"\",");
+        l.put(prefix.get());
         l.micros(start_ns);
         l.put(b",\"dur\":");
         l.micros(end_ns.saturating_sub(start_ns));
         l.put(b",\"args\":{");
-        if api == Api::Hccl {
-            l.put(b"\"dispatcher\":");
-            l.hex(rec.dispatcher);
-            l.put(b",");
-        }
-        l.put(b"\"dst\":");
-        l.hex(rec.dst);
-        l.put(b",\"src\":");
-        l.hex(rec.src);
-        l.put(b",\"stream\":");
-        l.hex(rec.stream);
-        l.put(b",\"destMax\":");
-        l.u64(rec.dest_max);
-        l.put(b",\"count\":");
-        l.u64(rec.count);
-        l.put(b",\"kind\":");
-        kind(l, decode_kind(api, rec.kind));
-        if api == Api::Hccl {
-            l.put(b",\"remoteUserRank\":");
-            l.u64(rec.remote_rank as u64);
-            l.put(b",\"linkType\":");
-            kind(l, decode_link(rec.link));
+        let hex = |l: &mut Line, key: &[u8], v: u64| {
+            l.put(key);
+            l.hex(v);
+        };
+        let dec = |l: &mut Line, key: &[u8], v: u64| {
+            l.put(key);
+            l.u64(v);
+        };
+        match (api, class) {
+            (_, Class::Wait) => {
+                match hook {
+                    Hook::AclrtSynchronizeEvent => hex(l, b"\"event\":", rec.event),
+                    Hook::AclrtSynchronizeDevice => l.put(b"\"device\":true"),
+                    _ => hex(l, b"\"stream\":", rec.stream),
+                }
+                if hook == Hook::AclrtSynchronizeStreamWithTimeout {
+                    l.put(b",\"timeout\":");
+                    l.i64(rec.value as i64);
+                }
+            }
+            (Api::Hccl, _) => {
+                hex(l, b"\"dispatcher\":", rec.dispatcher);
+                hex(l, b",\"dst\":", rec.dst);
+                hex(l, b",\"src\":", rec.src);
+                hex(l, b",\"stream\":", rec.stream);
+                dec(l, b",\"destMax\":", rec.dest_max);
+                dec(l, b",\"count\":", rec.count);
+                if hook == Hook::HcclMemcpyAsync {
+                    l.put(b",\"kind\":");
+                    kind(l, decode_kind(api, rec.kind));
+                }
+                dec(l, b",\"remoteUserRank\":", rec.remote_rank as u64);
+                l.put(b",\"linkType\":");
+                kind(l, decode_link(rec.link));
+            }
+            (Api::Acl, Class::SetAsync) => {
+                hex(l, b"\"devPtr\":", rec.dst);
+                dec(l, b",\"maxCount\":", rec.dest_max);
+                l.put(b",\"value\":");
+                l.i64(rec.value as i64);
+                dec(l, b",\"count\":", rec.count);
+                hex(l, b",\"stream\":", rec.stream);
+            }
+            (Api::Acl, _) if class.is_2d() => {
+                hex(l, b"\"dst\":", rec.dst);
+                dec(l, b",\"dpitch\":", rec.dest_max);
+                hex(l, b",\"src\":", rec.src);
+                dec(l, b",\"spitch\":", rec.spitch);
+                dec(l, b",\"width\":", rec.count);
+                dec(l, b",\"height\":", rec.height);
+                l.put(b",\"kind\":");
+                kind(l, decode_kind(api, rec.kind));
+                if class.is_async() {
+                    hex(l, b",\"stream\":", rec.stream);
+                }
+            }
+            (Api::Acl, _) => {
+                hex(l, b"\"dst\":", rec.dst);
+                hex(l, b",\"src\":", rec.src);
+                if class.is_async() {
+                    hex(l, b",\"stream\":", rec.stream);
+                }
+                dec(l, b",\"destMax\":", rec.dest_max);
+                dec(l, b",\"count\":", rec.count);
+                l.put(b",\"kind\":");
+                kind(l, decode_kind(api, rec.kind));
+            }
         }
         l.put(b",\"ret\":");
         l.i64(rec.ret as i64);
@@ -392,14 +438,14 @@ impl Json {
         self.buf.extend_from_slice(&l.buf[..l.len]);
 
         for rule in violations.iter() {
-            self.instant("violation:", rule.name(), api, start_ns, pid, tid, None);
+            self.instant("violation:", rule.name(), hook, start_ns, pid, tid, None);
         }
         if fault != FaultTag::None {
             let decision = fault.decision(rec.fault_arg);
             self.instant(
                 "fault:",
                 decision.task(),
-                api,
+                hook,
                 start_ns,
                 pid,
                 tid,
@@ -413,7 +459,7 @@ impl Json {
         &mut self,
         prefix: &str,
         what: &str,
-        api: Api,
+        hook: Hook,
         start_ns: u64,
         pid: u32,
         tid: i32,
@@ -424,13 +470,13 @@ impl Json {
         self.raw(prefix);
         self.raw(what);
         self.raw("\",\"cat\":\"");
-        self.raw(api.category());
+        self.raw(hook.api().category());
         self.raw("\",");
         ids(self, pid, tid);
         self.raw(",\"ts\":");
         self.micros(start_ns);
         self.raw(",\"args\":{\"call\":\"");
-        self.raw(api.symbol());
+        self.raw(hook.symbol());
         self.buf.push(b'"');
         if let Some(action) = action {
             self.raw(",\"action\":\"");
@@ -553,7 +599,6 @@ mod tests {
             count: 100,
             kind: 1,
             ret: 0,
-            api: Api::Acl as u8,
             violations: RuleSet::EMPTY.with(crate::check::Rule::Align).0,
             depth: 1,
             ..Record::default()
@@ -583,7 +628,7 @@ mod tests {
         let mut j = Json::default();
         let (tag, arg) = FaultTag::of(crate::fault::Decision::Return(15));
         let rec = Record {
-            api: Api::Hccl as u8,
+            hook: Hook::HcclMemcpyAsync as u8,
             dispatcher: 0x99,
             kind: 9,
             link: 300,

@@ -1,135 +1,75 @@
-//! The `tracing` side of the timeline: npushim's own layer, and the `tracing-chrome` sink.
+//! The `tracing` side of the timeline: the `tracing-chrome` sink (`NPUSHIM_TRACE_SINK`).
 //!
-//! Each call emits one `tracing` event with typed fields. [`NativeLayer`] stores its field
-//! values by index straight into a slot of the calling thread's ring (the writer decodes
-//! them): no allocation, no formatting, no lock, no copy. The subscriber lives in this library's own copy of
+//! The native sink does not go through `tracing` at all (its records go straight into the
+//! rings). This sink turns each call into one `tracing` event with honest typed fields
+//! (addresses as hex strings, sizes and codes as integers, enums by name), recorded by
+//! `tracing-chrome`'s layer, so that the calls reach the tracing ecosystem. It is slow
+//! (microseconds per call) and says so. The subscriber lives in this library's own copy of
 //! `tracing`, so it never meets a host program's subscriber.
 
+use std::fmt;
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Metadata, Subscriber, span};
-use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-use super::record::{Shape, tag_shape, units_for};
+use super::record::{FaultTag, Record};
 use super::{Settings, writer};
+use crate::abi::types::{Kind, decode_kind, decode_link};
+use crate::check::RuleSet;
 use crate::sync::FlagLock;
 
-/// The metadata of the callsites whose events are calls, one per [`Shape`] (each checked
-/// field by field once, when `tracing` registers it).
-static CALL_CALLSITES: [AtomicPtr<Metadata<'static>>; 4] =
-    [const { AtomicPtr::new(ptr::null_mut()) }; 4];
+/// An address as `0x…`.
+struct Hex(u64);
 
-/// npushim's layer: `tracing` event → fixed-size record → per-thread ring.
-pub struct NativeLayer;
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
 
-/// Stores a call event's field values by field index (straight into a ring slot).
-struct FieldValues<'a>(&'a mut [u128]);
+/// A kind or link type by name (the raw value if unknown).
+struct Named(Kind);
 
-impl Visit for FieldValues<'_> {
-    #[inline]
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        if let Some(slot) = self.0.get_mut(field.index()) {
-            *slot = value;
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Kind::Named(n) => f.write_str(n),
+            Kind::Unknown(v) => write!(f, "{v}"),
         }
     }
-
-    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
 }
 
-/// The shape of a call event's callsite (its name and exactly its fields, in order).
-fn call_shape(meta: &Metadata<'_>) -> Option<Shape> {
-    if meta.target() != "npushim::call" {
-        return None;
-    }
-    let hccl = match meta.name() {
-        "aclrtMemcpyAsync" => false,
-        "HcclMemcpyAsync" => true,
-        _ => return None,
-    };
-    Shape::ALL.into_iter().find(|shape| {
-        matches!(shape, Shape::Hccl | Shape::HcclFault) == hccl
-            && meta.fields().len() == shape.fields().len()
-            && meta
-                .fields()
-                .iter()
-                .zip(shape.fields())
-                .all(|(f, n)| f.name() == *n)
-    })
-}
-
-impl NativeLayer {
-    fn register(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        if let Some(shape) = call_shape(meta) {
-            CALL_CALLSITES[shape as usize].store(meta as *const _ as *mut _, Ordering::Release);
-        }
-        tracing::subscriber::Interest::always()
-    }
-
-    #[inline]
-    fn record(&self, event: &Event<'_>) {
-        let meta = event.metadata();
-        let known = Shape::ALL.into_iter().find(|s| {
-            ptr::eq(
-                meta as *const Metadata<'static>,
-                CALL_CALLSITES[*s as usize].load(Ordering::Relaxed),
-            )
-        });
-        // `tracing` lets an event through while another thread is still registering its
-        // callsite (with `Interest::sometimes`), possibly before `register_callsite` has
-        // run here: identify such an event by its metadata instead of losing it.
-        let Some(shape) = known.or_else(|| call_shape(meta)) else {
-            return;
-        };
-        super::push_with(units_for(shape), |slot| {
-            event.record(&mut FieldValues(slot));
-            tag_shape(slot, shape);
-        });
-    }
-}
-
-/// As a layer, npushim's recorder composes with any other subscriber.
-impl<S: Subscriber> Layer<S> for NativeLayer {
-    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        self.register(meta)
-    }
-
-    #[inline]
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        self.record(event);
-    }
-}
-
-/// Installed on its own, it is the whole subscriber: the shim records no spans, so it needs
-/// none of a registry's span bookkeeping nor `Layered`'s per-event filter state (together
-/// about 60 instructions per event for nothing).
-impl Subscriber for NativeLayer {
-    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        self.register(meta)
-    }
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
-        span::Id::from_u64(1)
-    }
-    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
-    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
-    #[inline]
-    fn event(&self, event: &Event<'_>) {
-        NativeLayer::record(self, event);
-    }
-    fn enter(&self, _: &span::Id) {}
-    fn exit(&self, _: &span::Id) {}
-}
-
-/// Installs the native recorder as this library's global `tracing` dispatcher (once).
-pub fn install_native() {
-    let _ = tracing::subscriber::set_global_default(NativeLayer);
+/// Emits one call as a `tracing` event (the `tracing-chrome` sink's path).
+pub fn emit_chrome(rec: &Record) {
+    let hook = rec.hook();
+    let api = hook.api();
+    let violations = RuleSet(rec.violations).to_string();
+    let fault = FaultTag::from_u8(rec.fault);
+    let fault = (fault != FaultTag::None)
+        .then(|| fault.decision(rec.fault_arg).to_string())
+        .unwrap_or_default();
+    let clock = super::clock::Calibration::now();
+    let dur_us = clock.to_ns(rec.end).saturating_sub(clock.to_ns(rec.start)) as f64 / 1e3;
+    tracing::info!(
+        target: "npushim::call",
+        name = hook.symbol(),
+        cat = api.category(),
+        dur_us,
+        dst = %Hex(rec.dst),
+        src = %Hex(rec.src),
+        stream = %Hex(rec.stream),
+        destMax = rec.dest_max,
+        count = rec.count,
+        kind = %Named(decode_kind(api, rec.kind)),
+        dispatcher = %Hex(rec.dispatcher),
+        remoteUserRank = rec.remote_rank,
+        linkType = %Named(decode_link(rec.link)),
+        ret = rec.ret,
+        violations = %violations,
+        fault = %fault,
+        depth = rec.depth,
+    );
 }
 
 /// `tracing-chrome`'s flush guard, dropped at exit so its writer thread finishes the file.

@@ -27,9 +27,9 @@ use super::record::{UNIT_WORDS, units_of};
 #[repr(C, align(64))]
 struct Unit([u128; UNIT_WORDS]);
 
-/// Units per ring (a power of two): 16384 × 64 B = 1 MiB per calling thread, so 16384 plain
-/// calls or 8192 HCCL calls.
-pub const CAPACITY: usize = 1 << 14;
+/// Units per ring (a power of two): 32768 × 64 B = 2 MiB of address space per calling thread
+/// (pages are touched only as records reach them), so 16384 calls.
+pub const CAPACITY: usize = 1 << 15;
 const MASK: u64 = CAPACITY as u64 - 1;
 
 /// Ring states.
@@ -38,8 +38,8 @@ const ORPHANED: u8 = 1;
 const FREE: u8 = 2;
 
 /// Rings of exited threads that may wait for the writer before a new thread has to wait
-/// for one of them to be freed instead of getting a new ring (1 MiB each).
-pub const SPARE_RINGS: usize = 16;
+/// for one of them to be freed instead of getting a new ring (2 MiB each).
+pub const SPARE_RINGS: usize = 8;
 
 /// Keeps a hot atomic on its own cache line.
 #[repr(align(128))]
@@ -504,13 +504,12 @@ pub fn fork_child() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::record::{Shape, tag_shape, units_for};
 
-    /// A record of `shape` numbered `i` (in the high half of its first word, clear of the
-    /// shape tag), as the ring stores it.
-    fn rec(i: u64, shape: Shape) -> Vec<u128> {
-        let mut words = vec![(i as u128) << 64; units_for(shape) as usize * UNIT_WORDS];
-        tag_shape(&mut words, shape);
+    /// A record of `units` units numbered `i` (in the high half of its first word, clear of
+    /// the length byte), as the ring stores it.
+    fn rec(i: u64, units: u64) -> Vec<u128> {
+        let mut words = vec![(i as u128) << 64; units as usize * UNIT_WORDS];
+        words[0] |= (units as u128) << 32;
         words
     }
 
@@ -522,9 +521,9 @@ mod tests {
     fn push_drain_in_order_and_full_is_reported() {
         let ring = Ring::new(1).unwrap();
         for i in 0..CAPACITY as u64 {
-            assert_eq!(ring.try_push(&rec(i, Shape::Acl)), Some(i + 1));
+            assert_eq!(ring.try_push(&rec(i, 1)), Some(i + 1));
         }
-        assert_eq!(ring.try_push(&rec(0, Shape::Acl)), None);
+        assert_eq!(ring.try_push(&rec(0, 1)), None);
         let mut next = 0;
         let n = ring.drain(10, |r| {
             assert_eq!(number(r), next);
@@ -537,7 +536,7 @@ mod tests {
             next += 1;
         });
         assert_eq!(n, CAPACITY as u64 - 10);
-        assert!(ring.try_push(&rec(7, Shape::Acl)).is_some());
+        assert!(ring.try_push(&rec(7, 1)).is_some());
         assert_eq!(ring.pending(), 1);
     }
 
@@ -546,19 +545,19 @@ mod tests {
         let ring = Ring::new(1).unwrap();
         // Leave one free unit at the end, then push two-unit records across it.
         for i in 0..CAPACITY as u64 - 1 {
-            ring.try_push(&rec(i, Shape::Acl)).unwrap();
+            ring.try_push(&rec(i, 1)).unwrap();
         }
         assert_eq!(ring.drain(u64::MAX, |_| {}), CAPACITY as u64 - 1);
         for i in 0..CAPACITY as u64 / 2 {
-            let words = rec(i, Shape::HcclFault);
+            let words = rec(i, 2);
             assert!(ring.try_push(&words).is_some(), "record {i}");
         }
         // Full: one more unit would overwrite the first record's second unit.
-        assert_eq!(ring.try_push(&rec(0, Shape::Acl)), None);
+        assert_eq!(ring.try_push(&rec(0, 1)), None);
         let mut next = 0;
         ring.drain(u64::MAX, |r| {
             assert_eq!(r.len(), 2 * UNIT_WORDS);
-            assert_eq!(r, rec(next, Shape::HcclFault).as_slice());
+            assert_eq!(r, rec(next, 2).as_slice());
             next += 1;
         });
         assert_eq!(next, CAPACITY as u64 / 2);
@@ -568,13 +567,7 @@ mod tests {
     fn concurrent_producer_and_consumer_lose_nothing() {
         let ring: &'static Ring = Box::leak(Box::new(Ring::new(1).unwrap()));
         const N: u64 = 200_000;
-        let shape = |i: u64| {
-            if i.is_multiple_of(3) {
-                Shape::Hccl
-            } else {
-                Shape::Acl
-            }
-        };
+        let shape = |i: u64| if i.is_multiple_of(3) { 2 } else { 1 };
         let producer = std::thread::spawn(move || {
             for i in 0..N {
                 while ring.try_push(&rec(i, shape(i))).is_none() {

@@ -193,7 +193,6 @@ impl Writer {
 
 /// Creates the file, writes the header and starts the writer thread.
 pub fn start(settings: &Settings) -> bool {
-    super::layer::install_native();
     let host = hostname();
     let Some((fd, path)) = create_file(settings, &host) else {
         return false;
