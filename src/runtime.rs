@@ -108,7 +108,7 @@ fn init() -> Option<&'static Runtime> {
             .unwrap_or_default();
         diag::warn!("internal error{at}; the call is forwarded unchanged");
     }));
-    let (config, warnings) = Config::from_lookup(|name| std::env::var(name).ok());
+    let (config, warnings) = Config::from_lookup(|name| std::env::var_os(name));
     diag::set_level(config.log);
     for w in &warnings {
         diag::warn!("{w}");
