@@ -568,6 +568,60 @@ fn report_reads_spans_of_a_trace_without_metadata_and_says_so() {
 }
 
 #[test]
+fn report_skips_and_names_malformed_events_instead_of_reading_them_as_0() {
+    // report.json with "count":"4096" (line 5), "dur":"abc" (line 9) and the stats line's
+    // "dropped":"2".
+    let output = tool(&["report", &fixture_str("malformed.json")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = "first: line 5, \"count\":\"4096\", expected a non-negative integer";
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("npushim: 3 events skipped as malformed (") && err.contains(first),
+        "{err}"
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "warning: 3 events skipped as malformed, not counted below ({first})"
+        )),
+        "{text}"
+    );
+    // Neither skipped span is counted: 4 of the 6 aclrtMemcpyAsync calls remain.
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "aclrtMemcpyAsync",
+                    "(all)",
+                    "4",
+                    "14400",
+                    "82.000",
+                    "20.500",
+                    "10.000",
+                    "40.000",
+                    "0.176"
+                ]),
+        "{text}"
+    );
+
+    let output = tool(&["report", "--json", &fixture_str("malformed.json")]);
+    let report = &json_lines(&output)[0];
+    assert_eq!(report["malformed"], 3);
+    let file = &report["files"][0];
+    assert_eq!(file["malformed"], 3);
+    assert_eq!(file["first_malformed"]["line"], 5);
+    assert_eq!(file["first_malformed"]["field"], "count");
+    assert_eq!(file["first_malformed"]["value"], "\"4096\"");
+    assert_eq!(file["stats_events"], Value::Null);
+    assert_eq!(report["spans"], 6);
+
+    // A well-formed trace reports none.
+    let output = tool(&["report", "--json", &fixture_str("report.json")]);
+    assert_eq!(json_lines(&output)[0]["files"][0]["malformed"], 0);
+}
+
+#[test]
 fn report_several_files_one_report_each_or_combined() {
     let a = fixture_str("rank0.json");
     let b = fixture_str("rank1.json");

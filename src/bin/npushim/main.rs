@@ -201,7 +201,7 @@ fn report(args: ReportArgs) -> Result<u8, Failure> {
         let mut report = report::Report::new();
         let mut read = || -> Result<(), Failure> {
             for path in &group {
-                if let Some(warning) = report.add_file(path)? {
+                for warning in report.add_file(path)? {
                     eprintln!("npushim: {warning}");
                 }
             }
