@@ -274,12 +274,24 @@ fn run_finds_the_library_beside_its_executable() {
     let bin = dir.join("npushim");
     fs::copy(BIN, &bin).unwrap();
     let lib = fake_library(&dir, "libnpushim.so");
-    let output = Command::new(&bin)
-        .env_remove("NPUSHIM_LIB")
-        .env_remove("LD_PRELOAD")
-        .args(["run", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
-        .output()
-        .unwrap();
+    // Another test's child, forked while the copy was open for writing, holds that
+    // descriptor until its exec: the kernel then refuses to run the copy (ETXTBSY) for that
+    // short moment, so try again.
+    let mut attempts = 0;
+    let output = loop {
+        let result = Command::new(&bin)
+            .env_remove("NPUSHIM_LIB")
+            .env_remove("LD_PRELOAD")
+            .args(["run", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
+            .output();
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 10_000 => {
+                attempts += 1;
+                std::thread::yield_now();
+            }
+            other => break other.unwrap(),
+        }
+    };
     assert_eq!(stdout(&output).trim(), lib.display().to_string());
 }
 
