@@ -7,7 +7,8 @@
 //! - OUT does not exist: the trace is written to a temporary file beside it, created 0600
 //!   like the shim's traces, and moved into place only when complete, without replacing
 //!   anything that appeared at OUT meanwhile.
-//! - OUT is a regular file: replaced the same way (written in full or not at all).
+//! - OUT is a regular file: replaced the same way (written in full or not at all), provided
+//!   it is still that file when the merge is complete; otherwise nothing is replaced.
 //! - OUT is a FIFO or a character device (`/dev/null`, a terminal), or a symbolic link to
 //!   one (`/dev/stdout`, `/dev/stderr`): opened for writing and written through; it stays
 //!   what it is. A FIFO's open waits for a reader, as a shell redirection does.
@@ -38,11 +39,12 @@ enum How {
     Stdout,
     /// A FIFO or character device, written in place.
     Through,
-    /// A temporary file, moved to `target` by [`Output::finish`].
+    /// A temporary file, moved to `target` by [`Output::finish`]; `replace` holds the
+    /// device and inode of the regular file found there, `None` when there was none.
     Temp {
         temp: PathBuf,
         target: PathBuf,
-        replace: bool,
+        replace: Option<(u64, u64)>,
         finished: bool,
     },
 }
@@ -58,6 +60,12 @@ fn what_it_is(kind: fs::FileType) -> &'static str {
     } else {
         "neither a regular file, a FIFO nor a character device"
     }
+}
+
+/// Device and inode: which file a path names.
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 fn writable_in_place(kind: fs::FileType) -> bool {
@@ -98,7 +106,7 @@ fn temp_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{file_name}.npushim-{}.tmp", std::process::id()))
 }
 
-fn create_temp(target: &Path, replace: bool) -> Result<Output, Failure> {
+fn create_temp(target: &Path, replace: Option<(u64, u64)>) -> Result<Output, Failure> {
     let temp = temp_path(target);
     // O_EXCL: a file or symbolic link already at the temporary name is never followed.
     let file = OpenOptions::new()
@@ -159,9 +167,9 @@ impl Output {
                 how: How::Stdout,
             });
         }
-        let kind = match fs::symlink_metadata(path) {
-            Ok(meta) => meta.file_type(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return create_temp(path, false),
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return create_temp(path, None),
             Err(e) => {
                 return Err(Failure::new(
                     &format!("cannot use output: {}", io_reason(&e)),
@@ -169,8 +177,9 @@ impl Output {
                 ));
             }
         };
+        let kind = meta.file_type();
         if kind.is_file() {
-            return create_temp(path, true);
+            return create_temp(path, Some(identity(&meta)));
         }
         if writable_in_place(kind) {
             let file = open_through(path, false)?;
@@ -253,7 +262,20 @@ impl Output {
         let fail =
             |e: io::Error| Failure::new(&format!("cannot write output: {}", io_reason(&e)), target);
         self.file.sync_all().map_err(fail)?;
-        if *replace {
+        if let Some(seen) = *replace {
+            // Only the regular file found at the start is replaced: anything put there
+            // meanwhile (a FIFO, a link) is left alone.
+            let now = fs::symlink_metadata(&*target)
+                .ok()
+                .filter(|m| m.file_type().is_file())
+                .map(|m| identity(&m));
+            if now != Some(seen) {
+                return Err(Failure::new(
+                    "the output changed while merging; it was left as it is and the merge \
+                     not written",
+                    target,
+                ));
+            }
             fs::rename(&*temp, &*target).map_err(fail)?;
         } else {
             rename_no_replace(temp, target).map_err(|e| {
@@ -283,5 +305,69 @@ impl Drop for Output {
         {
             let _ = fs::remove_file(temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("npushim-output-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write_all(output: &Output, text: &str) {
+        output.file().write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_regular_file_swapped_for_a_link_while_merging_is_not_replaced() {
+        let dir = scratch("swapped");
+        let out = dir.join("out.json");
+        fs::write(&out, "old\n").unwrap();
+        let output = Output::open(&out).unwrap();
+        write_all(&output, "new\n");
+        fs::remove_file(&out).unwrap();
+        std::os::unix::fs::symlink("victim", &out).unwrap();
+        assert!(output.finish().is_err());
+        assert_eq!(fs::read_link(&out).unwrap(), Path::new("victim"));
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary file left: {left:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_path_that_appears_while_merging_is_not_replaced() {
+        let dir = scratch("appeared");
+        let out = dir.join("out.json");
+        let output = Output::open(&out).unwrap();
+        write_all(&output, "new\n");
+        fs::write(&out, "someone else's\n").unwrap();
+        assert!(output.finish().is_err());
+        assert_eq!(fs::read_to_string(&out).unwrap(), "someone else's\n");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_regular_file_is_replaced_and_a_new_one_created_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("replaced");
+        let out = dir.join("out.json");
+        fs::write(&out, "old\n").unwrap();
+        let output = Output::open(&out).unwrap();
+        write_all(&output, "new\n");
+        output.finish().unwrap();
+        assert_eq!(fs::read_to_string(&out).unwrap(), "new\n");
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
