@@ -175,10 +175,9 @@ impl Config {
             values.push((name, value));
         }
         let lookup = |name: &str| {
-            values
-                .iter()
-                .find(|(n, _)| *n == name)
-                .and_then(|(_, v)| v.clone())
+            let entry = values.iter().find(|(n, _)| *n == name);
+            debug_assert!(entry.is_some(), "{name} is missing from VARS");
+            entry.and_then(|(_, v)| v.clone())
         };
         let get = |name: &str| lookup(name).and_then(Result::ok);
         let nonempty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
