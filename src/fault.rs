@@ -569,6 +569,14 @@ fn parse_uint(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// Whether `s` is written as `parse_uint` expects (so a failed parse means overflow).
+fn is_uint_text(s: &str) -> bool {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        None => !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()),
+    }
+}
+
 /// Parses an integer that may be negative, as `parse_uint`, into an `i32`.
 fn parse_int32(s: &str) -> Option<i32> {
     match s.strip_prefix('-') {
@@ -835,7 +843,21 @@ impl Parser {
                 (Operand::Number(n), size_text(n))
             }
             Key::Stream | Key::Rank | Key::Depth => {
+                // The largest value the call's field can hold: a filter beyond it could
+                // never match.
+                let limit = match key {
+                    Key::Stream => usize::MAX as u64,
+                    _ => u64::from(u32::MAX),
+                };
                 let Some(n) = parse_uint(&value) else {
+                    if is_uint_text(&value) {
+                        return Err(error(
+                            value_start,
+                            format!(
+                                "'{value}' is too large for '{key_name}' (the limit is {limit})"
+                            ),
+                        ));
+                    }
                     let what = if key == Key::Stream {
                         "an address"
                     } else {
@@ -849,6 +871,12 @@ impl Parser {
                         ),
                     ));
                 };
+                if n > limit {
+                    return Err(error(
+                        value_start,
+                        format!("'{value}' is too large for '{key_name}' (the limit is {limit})"),
+                    ));
+                }
                 let text = if key == Key::Stream {
                     format!("{n:#x}")
                 } else {
@@ -1799,6 +1827,94 @@ mod tests {
             Call {
                 depth: 1,
                 ..call(1024)
+            }
+        ));
+    }
+
+    #[test]
+    fn filter_values_beyond_their_field_are_rejected() {
+        // rank and depth are 32-bit, stream is an address, count and destMax 64-bit: a
+        // value the field cannot hold is an error at the value, not a rule that never fires.
+        let cases = [
+            (
+                "HcclMemcpyAsync[rank=4294967296]=return",
+                "at column 22: '4294967296' is too large for 'rank' (the limit is 4294967295)",
+            ),
+            (
+                "*[depth=4294967296]=return",
+                "at column 9: '4294967296' is too large for 'depth' (the limit is 4294967295)",
+            ),
+            (
+                "*[depth>0x100000000]=return",
+                "at column 9: '0x100000000' is too large for 'depth' (the limit is 4294967295)",
+            ),
+            (
+                "*[rank<99999999999999999999999]=return",
+                "at column 8: '99999999999999999999999' is too large for 'rank' (the limit is \
+                 4294967295)",
+            ),
+            (
+                "*[stream=0x10000000000000000]=return",
+                "at column 10: '0x10000000000000000' is too large for 'stream' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[stream!=18446744073709551616]=return",
+                "at column 11: '18446744073709551616' is too large for 'stream' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[count>=16777216T]=return",
+                "at column 10: unknown size suffix 'T' in '16777216T' (expected K, M, G, KiB, \
+                 MiB or GiB)",
+            ),
+            (
+                "*[count>=17179869184G]=return",
+                "at column 10: '17179869184G' is too large for 'count' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[destMax=17592186044416M]=return",
+                "at column 11: '17592186044416M' is too large for 'destMax' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[count<18014398509481984K]=return",
+                "at column 9: '18014398509481984K' is too large for 'count' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[count=0x10000000000000000]=return",
+                "at column 9: '0x10000000000000000' is too large for 'count' (the limit is \
+                 18446744073709551615)",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(parse_err(spec), want, "{spec}");
+        }
+        // The largest values each field holds still parse and match.
+        let h = |remote_rank: u32, depth: u32| Call {
+            remote_rank,
+            depth,
+            ..Call::new(Api::Hccl)
+        };
+        assert!(selects(
+            "HcclMemcpyAsync[rank=4294967295]=return(1)",
+            h(u32::MAX, 0)
+        ));
+        assert!(selects("*[depth=0xffffffff]=return(1)", h(0, u32::MAX)));
+        assert!(selects(
+            "*[count=16777215G]=return(1)",
+            Call {
+                count: 16_777_215 << 30,
+                ..Call::new(Api::Acl)
+            }
+        ));
+        assert!(selects(
+            "*[stream=0xffffffffffffffff]=return(1)",
+            Call {
+                stream: usize::MAX,
+                ..Call::new(Api::Acl)
             }
         ));
     }
