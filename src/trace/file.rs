@@ -4,7 +4,6 @@
 //! `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode 0600: an existing file or a symlink at the
 //! path is never overwritten or followed; a free suffixed name is chosen instead.
 
-use std::ffi::CString;
 use std::fmt;
 
 /// Values for the template's `%` fields.
@@ -15,18 +14,29 @@ pub struct Names<'a> {
 }
 
 /// Expands `%p` (pid), `%r` (rank), `%h` (host) and `%%`; any other `%x` stays as written.
-pub fn expand(template: &str, names: &Names<'_>) -> String {
-    let mut out = String::with_capacity(template.len() + 16);
+/// The host name is made safe for one path component first ([`safe_host`]): a name the
+/// system reports is not the user's to vouch for. `None` if the memory for the path cannot
+/// be had.
+pub fn expand(template: &str, names: &Names<'_>) -> Option<String> {
+    let fields = template.matches('%').count();
+    let mut out = String::new();
+    out.try_reserve(template.len() + fields * names.host.len().max(10))
+        .ok()?;
     let mut chars = template.chars();
+    let num = |out: &mut String, v: u32| {
+        let mut text = crate::diag::StackText::<10>::new();
+        let _ = fmt::Write::write_fmt(&mut text, format_args!("{v}"));
+        out.push_str(text.as_str());
+    };
     while let Some(c) = chars.next() {
         if c != '%' {
             out.push(c);
             continue;
         }
         match chars.next() {
-            Some('p') => out.push_str(&names.pid.to_string()),
-            Some('r') => out.push_str(&names.rank.to_string()),
-            Some('h') => out.push_str(names.host),
+            Some('p') => num(&mut out, names.pid),
+            Some('r') => num(&mut out, names.rank),
+            Some('h') => out.extend(safe_host(names.host)),
             Some('%') => out.push('%'),
             Some(other) => {
                 out.push('%');
@@ -35,7 +45,22 @@ pub fn expand(template: &str, names: &Names<'_>) -> String {
             None => out.push('%'),
         }
     }
-    out
+    Some(out)
+}
+
+/// A host name as one harmless path component: every character other than ASCII letters,
+/// digits, `-`, `_` and `.` becomes `_` (so `/` cannot add a directory), and a name made of
+/// dots only (`.`, `..`) or empty becomes underscores (so it cannot name a parent).
+pub fn safe_host(host: &str) -> impl Iterator<Item = char> + '_ {
+    let only_dots = host.bytes().all(|b| b == b'.');
+    let empty = host.is_empty();
+    host.chars()
+        .map(move |c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' if !only_dots => c,
+            '.' if !only_dots => c,
+            _ => '_',
+        })
+        .chain(empty.then_some('_'))
 }
 
 /// The `n`-th alternative name: `dir/name.json` → `dir/name.n.json` (or `path.n`).
@@ -74,16 +99,26 @@ pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError> {
         } else {
             suffixed(path, n)
         };
-        let Ok(c_path) = CString::new(candidate.as_bytes()) else {
+        // A NUL-terminated copy on the stack; a path too long for it is one the kernel
+        // would refuse too.
+        let mut c_path = [0u8; libc::PATH_MAX as usize];
+        if candidate.len() >= c_path.len() || candidate.as_bytes().contains(&0) {
+            let error = if candidate.len() >= c_path.len() {
+                std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)
+            } else {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL")
+            };
             return Err(CreateError {
                 path: candidate,
-                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"),
+                error,
             });
-        };
-        // SAFETY: `c_path` is a valid NUL-terminated string; open has no other preconditions.
+        }
+        c_path[..candidate.len()].copy_from_slice(candidate.as_bytes());
+        // SAFETY: `c_path` is NUL-terminated (zeroed past the copied name, which has no
+        // NUL); open has no other preconditions.
         let fd = unsafe {
             libc::open(
-                c_path.as_ptr(),
+                c_path.as_ptr().cast(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o600 as libc::c_uint,
             )
@@ -124,12 +159,43 @@ mod tests {
             rank: 3,
             host: "node1",
         };
+        let expand = |t: &str, n: &Names<'_>| expand(t, n).unwrap();
         assert_eq!(expand("npushim-%p.json", &n), "npushim-42.json");
         assert_eq!(
             expand("/t/%h/r%r-%p-100%%.json", &n),
             "/t/node1/r3-42-100%.json"
         );
         assert_eq!(expand("a%xb%", &n), "a%xb%");
+    }
+
+    #[test]
+    fn host_names_cannot_leave_their_path_component() {
+        let with = |host: &str| {
+            expand(
+                "/t/%h-%p.json",
+                &Names {
+                    pid: 1,
+                    rank: 0,
+                    host,
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(with("a/../../etc/x"), "/t/a_.._.._etc_x-1.json");
+        assert_eq!(with("node-1.example_2"), "/t/node-1.example_2-1.json");
+        assert_eq!(with(".."), "/t/__-1.json");
+        assert_eq!(with("."), "/t/_-1.json");
+        assert_eq!(with(""), "/t/_-1.json");
+        assert_eq!(with("nœud ☃\n"), "/t/n_ud___-1.json");
+        for host in ["/", "../x", "a/b", "..", "\0", "../.."] {
+            let path = with(host);
+            let parts: Vec<&str> = path.split('/').collect();
+            assert_eq!(parts.len(), 3, "{host:?} → {path}");
+            assert!(
+                parts[2] != ".." && !path.contains('\0'),
+                "{host:?} → {path}"
+            );
+        }
     }
 
     #[test]
