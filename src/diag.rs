@@ -175,6 +175,13 @@ impl fmt::Display for Errno {
     }
 }
 
+/// A failed [`write_all`]: the error, and how many bytes had gone out before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteError {
+    pub errno: Errno,
+    pub written: usize,
+}
+
 /// The signals a write can raise in the writing thread: SIGPIPE (a pipe or socket without
 /// a reader) and SIGXFSZ (past RLIMIT_FSIZE). The host must never see them for our writes.
 const WRITE_SIGNALS: [libc::c_int; 2] = [libc::SIGPIPE, libc::SIGXFSZ];
@@ -184,7 +191,8 @@ const WRITE_SIGNALS: [libc::c_int; 2] = [libc::SIGPIPE, libc::SIGXFSZ];
 /// and it was not already pending, it is taken back before the thread's mask is
 /// restored, so the host neither dies of it nor receives it later. The shim's one way to
 /// write to a descriptor, on the program's threads and on the writer thread alike.
-pub fn write_all(fd: libc::c_int, mut bytes: &[u8]) -> Result<(), Errno> {
+/// On failure, says how many bytes went out before it.
+pub fn write_all(fd: libc::c_int, bytes: &[u8]) -> Result<(), WriteError> {
     // SAFETY: every sigset_t is initialised by sigemptyset before use; blocking signals
     // affects only the calling thread, and its previous mask is restored below on every
     // path.
@@ -203,23 +211,31 @@ pub fn write_all(fd: libc::c_int, mut bytes: &[u8]) -> Result<(), Errno> {
         (old, pending)
     };
     let mut result = Ok(());
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a valid readable buffer of `bytes.len()` bytes; a closed or
+    let mut written = 0;
+    while written < bytes.len() {
+        let rest = &bytes[written..];
+        // SAFETY: `rest` is a valid readable buffer of `rest.len()` bytes; a closed or
         // foreign `fd` makes write fail (EBADF) or write there, which callers rule out.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
         if n < 0 {
-            let e = Errno::last();
-            if e.0 == libc::EINTR {
+            let errno = Errno::last();
+            if errno.0 == libc::EINTR {
                 continue;
             }
-            result = Err(e);
+            result = Err(WriteError { errno, written });
             break;
         }
-        bytes = &bytes[n as usize..];
+        written += n as usize;
     }
     let raised = match result {
-        Err(Errno(libc::EPIPE)) => Some(libc::SIGPIPE),
-        Err(Errno(libc::EFBIG)) => Some(libc::SIGXFSZ),
+        Err(WriteError {
+            errno: Errno(libc::EPIPE),
+            ..
+        }) => Some(libc::SIGPIPE),
+        Err(WriteError {
+            errno: Errno(libc::EFBIG),
+            ..
+        }) => Some(libc::SIGXFSZ),
         _ => None,
     };
     // SAFETY: as above; sigtimedwait with a zero timeout only takes a pending signal of
@@ -310,7 +326,13 @@ mod tests {
             libc::signal(libc::SIGPIPE, old);
             libc::close(fds[1]);
         }
-        assert_eq!(result, Err(Errno(libc::EPIPE)));
+        assert_eq!(
+            result,
+            Err(WriteError {
+                errno: Errno(libc::EPIPE),
+                written: 0
+            })
+        );
         assert_eq!(pending, 0, "SIGPIPE left pending");
     }
 }

@@ -116,13 +116,14 @@ fn a_file_size_limit_stops_tracing_not_the_program() {
     same_as_plain(&plain, &shimmed);
     let lines = shim_lines(&shimmed);
     assert_eq!(lines.len(), 1, "{lines:#?}");
-    let written = spans_written(&lines, "reached the file size limit");
+    assert!(lines[0].contains("ulimit -f"), "{lines:#?}");
+    let written = spans_written(&lines, "cannot write trace file");
     let trace = single_trace(&dir);
     let size = std::fs::metadata(&trace.path).unwrap().len();
     assert!(size > 0 && size <= 64 * 1024, "{size} bytes");
     assert!(!trace.complete);
-    // What the line counts landed whole; at most one more line was cut off.
-    assert!(trace.spans().count() as u64 >= written);
+    // The line counts the spans that landed whole (a partial last line is not one).
+    assert_eq!(trace.spans().count() as u64, written);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -219,6 +220,17 @@ fn address_space_exhaustion_stops_tracing_not_the_program() {
             );
         }
         for (_, trace) in common::traces_in(&dir) {
+            // Stats lines are written when the drop count changes and once at exit: never
+            // the same line twice.
+            let stats: Vec<String> = trace
+                .events
+                .iter()
+                .filter(|e| e["name"] == "npushim_stats")
+                .map(|e| e["args"].to_string())
+                .collect();
+            let mut distinct = stats.clone();
+            distinct.dedup();
+            assert_eq!(stats, distinct, "limit {limit}: npushim_stats repeated");
             if trace.complete {
                 let dropped = trace.meta("npushim_stats").unwrap()["args"]["dropped"]
                     .as_u64()

@@ -54,6 +54,21 @@ fn file_id(fd: libc::c_int) -> Result<FileId, Errno> {
     }
 }
 
+/// Span events among the whole lines of `bytes`.
+fn spans_in(bytes: &[u8]) -> u64 {
+    let whole = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&bytes[..0], |i| &bytes[..i]);
+    whole
+        .split(|&b| b == b'\n')
+        .filter(|line| {
+            line.get(1..)
+                .is_some_and(|l| l.starts_with(b"{\"ph\":\"X\""))
+        })
+        .count() as u64
+}
+
 struct Writer {
     fd: libc::c_int,
     /// The file the shim created: before each write the descriptor must still be it.
@@ -226,28 +241,28 @@ impl Writer {
             }
         }
         let result = crate::diag::write_all(self.fd, &self.json.buf);
-        self.json.buf.clear();
         match result {
             Ok(()) => {
+                self.json.buf.clear();
                 self.spans_written = self.spans;
                 true
             }
             Err(e) => {
-                if e.0 == libc::EFBIG {
-                    crate::diag::warn!(
-                        "trace file {} reached the file size limit (ulimit -f): {e}; tracing \
-                         stops here ({} spans written; the file loads as a cut-off trace)",
-                        self.path,
-                        self.spans_written
-                    );
+                // The whole lines that went out before the error are in the file.
+                self.spans_written += spans_in(&self.json.buf[..e.written]);
+                self.json.buf.clear();
+                let limit = if e.errno.0 == libc::EFBIG {
+                    " (the file size limit, ulimit -f)"
                 } else {
-                    crate::diag::warn!(
-                        "cannot write trace file {}: {e}; tracing stops here ({} spans \
-                         written; the file loads as a cut-off trace)",
-                        self.path,
-                        self.spans_written
-                    );
-                }
+                    ""
+                };
+                crate::diag::warn!(
+                    "cannot write trace file {}: {}{limit}; tracing stops here ({} spans \
+                     written; the file loads as a cut-off trace)",
+                    self.path,
+                    e.errno,
+                    self.spans_written
+                );
                 self.close();
                 super::stop();
                 false
@@ -590,5 +605,29 @@ pub fn fork_child() {
             }
             std::mem::forget(w);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_span_lines_count_as_written() {
+        let text = b"[{\"ph\":\"M\",\"name\":\"process_name\"}\n\
+                     ,{\"ph\":\"X\",\"name\":\"a\"}\n\
+                     ,{\"ph\":\"i\",\"name\":\"violation:align\"}\n\
+                     ,{\"ph\":\"X\",\"name\":\"b\"}\n\
+                     ,{\"ph\":\"X\",\"na";
+        assert_eq!(spans_in(text), 2);
+        let cut = text.iter().rposition(|&b| b == b'\n').unwrap();
+        assert_eq!(spans_in(&text[..cut]), 1);
+        assert_eq!(spans_in(b""), 0);
+        assert_eq!(spans_in(b",{\"ph\":\"X\""), 0);
+    }
+
+    #[test]
+    fn a_batch_always_fits_below_the_capacity() {
+        assert!(BUF_LIMIT + DRAIN_BATCH as usize * RECORD_MAX <= BUF_CAPACITY);
     }
 }
