@@ -2,9 +2,14 @@
 //!
 //! Expands the path template and creates the file new with
 //! `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode 0600: an existing file or a symlink at the
-//! path is never overwritten or followed; a free suffixed name is chosen instead.
+//! path is never overwritten or followed; a free suffixed name is chosen instead. The host
+//! name enters the path only as one safe component. Names are built on the stack and the
+//! few strings kept are allocated fallibly: running out of memory costs the trace, never
+//! the process.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+
+use crate::diag::{Errno, StackText};
 
 /// Values for the template's `%` fields.
 pub struct Names<'a> {
@@ -63,28 +68,69 @@ pub fn safe_host(host: &str) -> impl Iterator<Item = char> + '_ {
         .chain(empty.then_some('_'))
 }
 
-/// The `n`-th alternative name: `dir/name.json` → `dir/name.n.json` (or `path.n`).
-pub fn suffixed(path: &str, n: u32) -> String {
+/// Room for a path: the kernel refuses longer ones (with the terminating NUL).
+const PATH_ROOM: usize = libc::PATH_MAX as usize;
+
+/// A path built on the stack.
+pub type PathText = StackText<PATH_ROOM>;
+
+/// The `n`-th alternative name: `dir/name.json` → `dir/name.n.json` (or `path.n`); `n` = 0
+/// is `path` itself. Cut (see [`StackText::is_cut`]) if longer than any path can be.
+pub fn suffixed(path: &str, n: u32) -> PathText {
+    let mut out = PathText::new();
     let name_start = path.rfind('/').map_or(0, |i| i + 1);
-    match path[name_start..].rfind('.') {
+    let _ = match path[name_start..].rfind('.') {
+        _ if n == 0 => out.write_str(path),
         Some(dot) if dot > 0 => {
             let dot = name_start + dot;
-            format!("{}.{n}{}", &path[..dot], &path[dot..])
+            write!(out, "{}.{n}{}", &path[..dot], &path[dot..])
         }
-        _ => format!("{path}.{n}"),
-    }
+        _ => write!(out, "{path}.{n}"),
+    };
+    out
 }
 
 /// Why no trace file could be created.
-#[derive(Debug)]
-pub struct CreateError {
-    pub path: String,
-    pub error: std::io::Error,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// `open` failed.
+    Os(Errno),
+    /// The template holds a NUL byte.
+    Nul,
+    /// The name and [`MAX_SUFFIX`] suffixed ones all exist.
+    AllTaken,
+    /// The name could not be kept (no memory).
+    NoMemory,
 }
 
-impl fmt::Display for CreateError {
+/// Why no trace file could be created, and at which path: the `n`-th name for `path`
+/// (formatted without allocating, so a process out of memory still gets its line).
+pub struct CreateError<'a> {
+    pub path: &'a str,
+    pub n: u32,
+    pub why: Why,
+}
+
+impl fmt::Debug for CreateError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot create trace file {}: {}", self.path, self.error)
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for CreateError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = suffixed(self.path, self.n);
+        write!(f, "cannot create trace file {}", name.as_str())?;
+        if name.is_cut() {
+            f.write_str("...")?;
+        }
+        f.write_str(": ")?;
+        match self.why {
+            Why::Os(e) => write!(f, "{e}"),
+            Why::Nul => write!(f, "the path contains a NUL byte"),
+            Why::AllTaken => write!(f, "it and {MAX_SUFFIX} suffixed names exist"),
+            Why::NoMemory => write!(f, "no memory to keep its name"),
+        }
     }
 }
 
@@ -92,30 +138,21 @@ impl fmt::Display for CreateError {
 pub const MAX_SUFFIX: u32 = 1000;
 
 /// Creates a new file at `path` or at the first free suffixed name; returns fd and name.
-pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError> {
+/// Names are built on the stack; the one returned is the only allocation, made fallibly.
+pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError<'_>> {
     for n in 0..=MAX_SUFFIX {
-        let candidate = if n == 0 {
-            path.to_string()
-        } else {
-            suffixed(path, n)
-        };
-        // A NUL-terminated copy on the stack; a path too long for it is one the kernel
-        // would refuse too.
-        let mut c_path = [0u8; libc::PATH_MAX as usize];
-        if candidate.len() >= c_path.len() || candidate.as_bytes().contains(&0) {
-            let error = if candidate.len() >= c_path.len() {
-                std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)
-            } else {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL")
-            };
-            return Err(CreateError {
-                path: candidate,
-                error,
-            });
+        let candidate = suffixed(path, n);
+        let fail = |why| Err(CreateError { path, n, why });
+        if candidate.is_cut() || candidate.as_bytes().len() >= PATH_ROOM {
+            return fail(Why::Os(Errno(libc::ENAMETOOLONG)));
         }
-        c_path[..candidate.len()].copy_from_slice(candidate.as_bytes());
-        // SAFETY: `c_path` is NUL-terminated (zeroed past the copied name, which has no
-        // NUL); open has no other preconditions.
+        if candidate.as_bytes().contains(&0) {
+            return fail(Why::Nul);
+        }
+        let mut c_path = [0u8; PATH_ROOM];
+        c_path[..candidate.as_bytes().len()].copy_from_slice(candidate.as_bytes());
+        // SAFETY: `c_path` is NUL-terminated (zeroed past the copied name, which is
+        // shorter than the buffer and has no NUL); open has no other preconditions.
         let fd = unsafe {
             libc::open(
                 c_path.as_ptr().cast(),
@@ -124,27 +161,30 @@ pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError> {
             )
         };
         if fd >= 0 {
-            return Ok((fd, candidate));
+            let mut name = String::new();
+            if name.try_reserve_exact(candidate.as_str().len()).is_err() {
+                // SAFETY: we created this empty file a moment ago and own `fd`.
+                unsafe {
+                    libc::unlink(c_path.as_ptr().cast());
+                    libc::close(fd);
+                }
+                return fail(Why::NoMemory);
+            }
+            name.push_str(candidate.as_str());
+            return Ok((fd, name));
         }
-        let error = std::io::Error::last_os_error();
+        let error = Errno::last();
         // EEXIST covers an existing file and a symlink (O_EXCL never follows); ELOOP a
         // symlink on systems that report it so.
-        match error.raw_os_error() {
-            Some(libc::EEXIST) | Some(libc::ELOOP) => continue,
-            _ => {
-                return Err(CreateError {
-                    path: candidate,
-                    error,
-                });
-            }
+        match error.0 {
+            libc::EEXIST | libc::ELOOP => continue,
+            _ => return fail(Why::Os(error)),
         }
     }
     Err(CreateError {
-        path: path.to_string(),
-        error: std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("it and {MAX_SUFFIX} suffixed names exist"),
-        ),
+        path,
+        n: 0,
+        why: Why::AllTaken,
     })
 }
 
@@ -200,9 +240,10 @@ mod tests {
 
     #[test]
     fn suffixes_go_before_the_extension() {
-        assert_eq!(suffixed("npushim-1.json", 2), "npushim-1.2.json");
-        assert_eq!(suffixed("/a.b/trace", 1), "/a.b/trace.1");
-        assert_eq!(suffixed("/a/.hidden", 1), "/a/.hidden.1");
+        assert_eq!(suffixed("npushim-1.json", 2).as_str(), "npushim-1.2.json");
+        assert_eq!(suffixed("npushim-1.json", 0).as_str(), "npushim-1.json");
+        assert_eq!(suffixed("/a.b/trace", 1).as_str(), "/a.b/trace.1");
+        assert_eq!(suffixed("/a/.hidden", 1).as_str(), "/a/.hidden.1");
     }
 
     #[test]
@@ -223,11 +264,17 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&name).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let err = create(dir.join("missing/t.json").to_str().unwrap()).unwrap_err();
+        let missing = dir.join("missing/t.json");
+        let err = create(missing.to_str().unwrap()).unwrap_err();
         assert!(
-            err.to_string().contains("cannot create trace file"),
+            err.to_string().contains("cannot create trace file")
+                && err.to_string().contains("No such file or directory"),
             "{err}"
         );
+        let long = format!("{}/{}", dir.display(), "x/".repeat(PATH_ROOM));
+        let err = create(&long).unwrap_err();
+        assert_eq!(err.why, Why::Os(Errno(libc::ENAMETOOLONG)));
+        assert_eq!(create("a\0b").unwrap_err().why, Why::Nul);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
