@@ -191,8 +191,13 @@ const WRITE_SIGNALS: [libc::c_int; 2] = [libc::SIGPIPE, libc::SIGXFSZ];
 /// and it was not already pending, it is taken back before the thread's mask is
 /// restored, so the host neither dies of it nor receives it later. The shim's one way to
 /// write to a descriptor, on the program's threads and on the writer thread alike.
-/// On failure, says how many bytes went out before it.
+/// On failure, says how many bytes went out before it. The thread's `errno` is left as it
+/// was: a program may read it after the call the shim wrote from.
 pub fn write_all(fd: libc::c_int, bytes: &[u8]) -> Result<(), WriteError> {
+    // SAFETY: __errno_location returns the calling thread's errno, valid for its lifetime.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved_errno = unsafe { *errno };
     // SAFETY: every sigset_t is initialised by sigemptyset before use; blocking signals
     // affects only the calling thread, and its previous mask is restored below on every
     // path.
@@ -239,7 +244,7 @@ pub fn write_all(fd: libc::c_int, bytes: &[u8]) -> Result<(), WriteError> {
         _ => None,
     };
     // SAFETY: as above; sigtimedwait with a zero timeout only takes a pending signal of
-    // the given set (the one our write raised), it never waits.
+    // the given set (the one our write raised), it never waits; `errno` is this thread's.
     unsafe {
         if let Some(sig) = raised {
             if libc::sigismember(&pending_before, sig) != 1 {
@@ -254,6 +259,7 @@ pub fn write_all(fd: libc::c_int, bytes: &[u8]) -> Result<(), WriteError> {
             }
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        *errno = saved_errno;
     }
     result
 }
@@ -313,7 +319,11 @@ mod tests {
         // The test harness ignores SIGPIPE; make it deadly for this thread's write.
         // SAFETY: installing the default action; restored below.
         let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        // SAFETY: the calling thread's errno.
+        unsafe { *libc::__errno_location() = 4242 };
         let result = write_all(fds[1], b"x");
+        // SAFETY: as above.
+        let errno_after = unsafe { *libc::__errno_location() };
         // SAFETY: an empty set to read the pending signals into.
         let pending = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -333,6 +343,7 @@ mod tests {
                 written: 0
             })
         );
+        assert_eq!(errno_after, 4242, "errno changed");
         assert_eq!(pending, 0, "SIGPIPE left pending");
     }
 }
