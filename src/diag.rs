@@ -146,7 +146,7 @@ pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let _ = write_all(2, format_line(args).as_bytes());
+    write_stderr(format_line(args).as_bytes());
 }
 
 /// A system call's error number, displayed as the standard library displays an OS error
@@ -262,6 +262,12 @@ pub fn write_all(fd: libc::c_int, bytes: &[u8]) -> Result<(), WriteError> {
         *errno = saved_errno;
     }
     result
+}
+
+/// Writes raw bytes to stderr through [`write_all`]; an error is dropped (there is nowhere
+/// left to report it).
+pub fn write_stderr(bytes: &[u8]) {
+    let _ = write_all(2, bytes);
 }
 
 /// `warn!("…", args)`: one line at the default level.
