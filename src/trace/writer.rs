@@ -529,7 +529,9 @@ pub fn flush(timeout: Duration) {
 
 /// Records lost because a ring stayed full, as opposed to those lost for want of a ring.
 fn full_ring_drops() -> u64 {
-    ring::total_dropped().saturating_sub(ring::ringless_dropped())
+    ring::total_dropped()
+        .saturating_sub(ring::ringless_dropped())
+        .saturating_sub(ring::reentered())
 }
 
 /// Final drain, stats and closing bracket (exit handler).
@@ -584,6 +586,14 @@ pub fn finish() {
             "{ringless} calls made by threads already past their exit (from thread-exit \
              destructors), or for which no trace buffer could be allocated, were forwarded \
              but not traced; the count is in {} (npushim_stats)",
+            w.path
+        );
+    }
+    let reentered = ring::reentered();
+    if reentered > 0 {
+        crate::diag::warn!(
+            "{reentered} calls made from signal handlers that interrupted npushim on their own \
+             thread were forwarded but not traced; the count is in {} (npushim_stats)",
             w.path
         );
     }
