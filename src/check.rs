@@ -368,8 +368,7 @@ fn check_all(call: &Call, enabled: RuleSet) -> Violations {
             let (dst_len, src_len) = (extent(call, call.dest_max), extent(call, call.spitch));
             flag(
                 Rule::Overlap,
-                call.src != call.dst
-                    && ranges_overlap2(call.src, src_len, call.dst, dst_len),
+                call.src != call.dst && ranges_overlap2(call.src, src_len, call.dst, dst_len),
             );
         }
         (Api::Hccl, _) => {

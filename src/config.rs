@@ -4,6 +4,10 @@
 //! environment itself (the caller passes a lookup), never fails: a malformed value yields a
 //! warning for the caller to print once, and the safe default.
 
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+
 use crate::check::CheckConfig;
 use crate::diag::Level;
 
@@ -74,6 +78,21 @@ impl Default for Config {
     }
 }
 
+/// Every variable the configuration reads, except the rank variables.
+pub const VARS: [&str; 11] = [
+    "NPUSHIM_DISABLE",
+    "NPUSHIM_LOG",
+    "NPUSHIM_TRACE",
+    "NPUSHIM_TRACE_SINK",
+    "NPUSHIM_CHECK",
+    "NPUSHIM_FAULTS",
+    "NPUSHIM_SEED",
+    "NPUSHIM_ACL_LIB",
+    "NPUSHIM_HCCL_LIB",
+    "ASCEND_HOME_PATH",
+    "ASCEND_TOOLKIT_HOME",
+];
+
 /// Variables that name the process's rank, in priority order.
 pub const RANK_VARS: [&str; 5] = [
     "RANK",
@@ -100,12 +119,67 @@ pub fn parse_seed(s: &str) -> Option<u64> {
     }
 }
 
+/// What the default of each variable means, for the message about a value that is not
+/// UTF-8 (every other bad value has its own message below, ending the same way).
+fn default_note(name: &str) -> &'static str {
+    match name {
+        "NPUSHIM_DISABLE" => "the shim stays enabled",
+        "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
+        "NPUSHIM_TRACE" => "using npushim-%p.json",
+        "NPUSHIM_TRACE_SINK" => "using native",
+        "NPUSHIM_FAULTS" => "no faults are injected",
+        "NPUSHIM_SEED" => "using a random seed",
+        "NPUSHIM_ACL_LIB" | "NPUSHIM_HCCL_LIB" => "searching the usual places",
+        "ASCEND_HOME_PATH" | "ASCEND_TOOLKIT_HOME" => "not searched",
+        _ => "using rank 0",
+    }
+}
+
+/// `value` in double quotes as Rust's `{:?}` shows a string, with every byte that is not
+/// part of valid UTF-8 written `\xNN`, so the message shows exactly what was set.
+pub fn escape_lossy(value: &OsStr) -> String {
+    let mut out = String::from("\"");
+    for chunk in value.as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            out.extend(c.escape_debug());
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out.push('"');
+    out
+}
+
 impl Config {
-    /// Builds the configuration from `get` (normally `std::env::var`), returning it with
-    /// the warnings to print (one line each, without the `npushim: ` prefix).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+    /// Builds the configuration from `get` (normally `std::env::var_os`), returning it with
+    /// the warnings to print (one line each, without the `npushim: ` prefix). A value that
+    /// is not UTF-8 is a bad value like any other: one warning, and the default.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<OsString>) -> (Config, Vec<String>) {
         let mut c = Config::default();
         let mut warnings = Vec::new();
+        // Each variable is looked up once, before any is interpreted, so that a value that
+        // is not UTF-8 is reported once however often it is consulted below.
+        // `Err(())`: set, but not UTF-8 (already reported).
+        let mut values: Vec<(&str, Option<Result<String, ()>>)> = Vec::new();
+        for name in VARS.iter().chain(RANK_VARS.iter()) {
+            let value = get(name).map(|v| {
+                v.into_string().map_err(|raw| {
+                    warnings.push(format!(
+                        "{name}={} is not UTF-8 text; {}",
+                        escape_lossy(&raw),
+                        default_note(name)
+                    ));
+                })
+            });
+            values.push((name, value));
+        }
+        let lookup = |name: &str| {
+            let entry = values.iter().find(|(n, _)| *n == name);
+            debug_assert!(entry.is_some(), "{name} is missing from VARS");
+            entry.and_then(|(_, v)| v.clone())
+        };
+        let get = |name: &str| lookup(name).and_then(Result::ok);
         let nonempty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
 
         if let Some(v) = get("NPUSHIM_DISABLE") {
@@ -169,7 +243,13 @@ impl Config {
             .iter()
             .filter_map(|n| nonempty(n))
             .collect();
-        if let Some((name, v)) = RANK_VARS.iter().find_map(|n| nonempty(n).map(|v| (*n, v))) {
+        // The first rank variable set decides, even when its value is bad (rank 0 then).
+        let rank = RANK_VARS.iter().find_map(|n| {
+            lookup(n)
+                .filter(|v| !matches!(v, Ok(text) if text.trim().is_empty()))
+                .map(|v| (*n, v))
+        });
+        if let Some((name, Ok(v))) = rank {
             match v.trim().parse::<u32>() {
                 Ok(rank) => c.rank = rank,
                 Err(_) => warnings.push(format!(
@@ -188,11 +268,65 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> (Config, Vec<String>) {
-        let map: HashMap<String, String> = pairs
+        let raw: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        from_bytes(&raw)
+    }
+
+    fn from_bytes(pairs: &[(&str, &[u8])]) -> (Config, Vec<String>) {
+        let map: HashMap<String, OsString> = pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), OsStr::from_bytes(v).to_os_string()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    /// A value each variable accepts, so that the same value with a stray byte must be
+    /// what makes the difference.
+    fn good_value(name: &str) -> &'static str {
+        match name {
+            "NPUSHIM_DISABLE" => "1",
+            "NPUSHIM_LOG" => "info",
+            "NPUSHIM_TRACE" => "/tmp/t-%p.json",
+            "NPUSHIM_TRACE_SINK" => "tracing-chrome",
+            "NPUSHIM_CHECK" => "strict",
+            "NPUSHIM_FAULTS" => "*=return",
+            "NPUSHIM_SEED" => "7",
+            "NPUSHIM_ACL_LIB" | "NPUSHIM_HCCL_LIB" => "/opt/lib.so",
+            "ASCEND_HOME_PATH" | "ASCEND_TOOLKIT_HOME" => "/usr/local/Ascend",
+            _ => "5",
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_warn_and_keep_defaults() {
+        for name in VARS.iter().chain(RANK_VARS.iter()) {
+            let good = good_value(name);
+            let (c, w) = from(&[(name, good)]);
+            assert!(w.is_empty(), "{name}: {w:?}");
+            assert_ne!(c, Config::default(), "{name}={good} must change the config");
+
+            let mut bad = good.as_bytes().to_vec();
+            bad.push(0xff);
+            let (c, w) = from_bytes(&[(name, &bad)]);
+            assert_eq!(c, Config::default(), "{name}");
+            assert_eq!(w.len(), 1, "{name}: {w:?}");
+            let shown = format!("{name}=\"{good}\\xff\" is not UTF-8 text; ");
+            assert!(w[0].starts_with(&shown), "{name}: {w:?}");
+            assert!(w[0].contains(default_note(name)), "{name}: {w:?}");
+        }
+    }
+
+    #[test]
+    fn a_rank_variable_that_is_not_utf8_still_decides_the_rank() {
+        let (c, w) = from_bytes(&[("RANK", b"\xc3"), ("SLURM_PROCID", b"4")]);
+        assert_eq!(c.rank, 0);
+        assert_eq!(w, ["RANK=\"\\xc3\" is not UTF-8 text; using rank 0"]);
+    }
+
+    #[test]
+    fn escaping_shows_every_byte() {
+        let raw = OsStr::from_bytes(b"a\"b\n\xe2\x82\xac\xe2\x82\xff");
+        assert_eq!(escape_lossy(raw), "\"a\\\"b\\n\u{20ac}\\xe2\\x82\\xff\"");
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::abi::types::{
-    ACL_ERROR_RT_INTERNAL_ERROR, Api, Call, HCCL_E_RUNTIME, LINK_NAMES, code_by_name, kind_by_name,
-    link_by_name,
+    ACL_ERROR_RT_INTERNAL_ERROR, Api, Call, HCCL_E_RUNTIME, Hook, LINK_NAMES, code_by_name,
+    kind_by_name, link_by_name,
 };
 
 /// Longest spec accepted, in bytes.
@@ -31,7 +31,8 @@ pub const MAX_DELAY_NS: u64 = 60_000_000_000;
 /// Longest text [`Decision::write_action`] writes (`delay(18446744073709551615ns)` is 29).
 pub const ACTION_TEXT_MAX: usize = 32;
 
-const TARGETS_EXPECTED: &str = "aclrtMemcpyAsync, HcclMemcpyAsync or *";
+const TARGETS_EXPECTED: &str = "the name of a hooked function, e.g. aclrtMemcpyAsync, \
+                                HcclD2DMemcpyAsync or aclrtSynchronizeStream, or *";
 const TASKS_EXPECTED: &str = "off, return, delay, skip, abort";
 const KEYS_EXPECTED: &str = "kind, count, destMax, stream, rank, link or depth";
 const OPS_EXPECTED: &str = "=, !=, <, <=, >, >=";
@@ -242,21 +243,29 @@ impl FromStr for FaultSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
     Any,
-    Only(Api),
+    Only(Hook),
 }
 
 impl Target {
-    fn admits(self, api: Api) -> bool {
+    fn admits(self, hook: Hook) -> bool {
         match self {
             Target::Any => true,
-            Target::Only(a) => a == api,
+            Target::Only(h) => h == hook,
+        }
+    }
+
+    /// Whether calls of the API family `api` can match.
+    fn admits_api(self, api: Api) -> bool {
+        match self {
+            Target::Any => true,
+            Target::Only(h) => h.api() == api,
         }
     }
 
     fn text(self) -> &'static str {
         match self {
             Target::Any => "*",
-            Target::Only(api) => api.symbol(),
+            Target::Only(hook) => hook.symbol(),
         }
     }
 }
@@ -367,6 +376,7 @@ struct Filter {
 impl Filter {
     fn matches(&self, call: &Call) -> bool {
         match self.operand {
+            Operand::Kind { .. } if !call.hook.class().moves_memory() => false,
             Operand::Kind { acl, hccl } => {
                 let want = match call.api {
                     Api::Acl => acl,
@@ -492,7 +502,7 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, call: &Call) -> bool {
-        self.target.admits(call.api) && self.filters.iter().all(|f| f.matches(call))
+        self.target.admits(call.hook) && self.filters.iter().all(|f| f.matches(call))
     }
 
     fn describe(&self, out: &mut String) {
@@ -567,6 +577,14 @@ fn parse_uint(s: &str) -> Option<u64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Whether `s` is written as `parse_uint` expects (so a failed parse means overflow).
+fn is_uint_text(s: &str) -> bool {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        None => !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()),
+    }
 }
 
 /// Parses an integer that may be negative, as `parse_uint`, into an `i32`.
@@ -706,10 +724,9 @@ impl Parser {
             ));
         }
         let (start, name) = self.take_while(is_ident_char);
-        match name.as_str() {
-            "aclrtMemcpyAsync" => Ok(Target::Only(Api::Acl)),
-            "HcclMemcpyAsync" => Ok(Target::Only(Api::Hccl)),
-            _ => Err(error(
+        match Hook::by_symbol(&name) {
+            Some(hook) => Ok(Target::Only(hook)),
+            None => Err(error(
                 start,
                 format!("unknown target '{name}' (expected {TARGETS_EXPECTED})"),
             )),
@@ -768,14 +785,17 @@ impl Parser {
                 format!("unknown filter key '{key_name}' (expected {KEYS_EXPECTED})"),
             ));
         };
-        if key.hccl_only() && target == Target::Only(Api::Acl) {
-            return Err(error(
-                key_start,
-                format!(
-                    "filter '{key_name}' never matches aclrtMemcpyAsync (it is an argument of \
-                     HcclMemcpyAsync only)"
-                ),
-            ));
+        if let Target::Only(hook) = target {
+            if key.hccl_only() && hook.api() != Api::Hccl {
+                return Err(error(
+                    key_start,
+                    format!(
+                        "filter '{key_name}' never matches {} (it is an argument of the HCCL \
+                         copies only)",
+                        hook.symbol()
+                    ),
+                ));
+            }
         }
 
         self.skip_ws();
@@ -835,7 +855,21 @@ impl Parser {
                 (Operand::Number(n), size_text(n))
             }
             Key::Stream | Key::Rank | Key::Depth => {
+                // The largest value the call's field can hold: a filter beyond it could
+                // never match.
+                let limit = match key {
+                    Key::Stream => usize::MAX as u64,
+                    _ => u64::from(u32::MAX),
+                };
                 let Some(n) = parse_uint(&value) else {
+                    if is_uint_text(&value) {
+                        return Err(error(
+                            value_start,
+                            format!(
+                                "'{value}' is too large for '{key_name}' (the limit is {limit})"
+                            ),
+                        ));
+                    }
                     let what = if key == Key::Stream {
                         "an address"
                     } else {
@@ -849,6 +883,12 @@ impl Parser {
                         ),
                     ));
                 };
+                if n > limit {
+                    return Err(error(
+                        value_start,
+                        format!("'{value}' is too large for '{key_name}' (the limit is {limit})"),
+                    ));
+                }
                 let text = if key == Key::Stream {
                     format!("{n:#x}")
                 } else {
@@ -1160,7 +1200,7 @@ fn kind_operand(target: Target, value: &str) -> Result<(Operand, String), String
         (value, None)
     };
     let resolve = |api: Api| {
-        if target.admits(api) && prefix_api.is_none_or(|p| p == api) {
+        if target.admits_api(api) && prefix_api.is_none_or(|p| p == api) {
             kind_by_name(api, bare)
         } else {
             None
@@ -1169,11 +1209,11 @@ fn kind_operand(target: Target, value: &str) -> Result<(Operand, String), String
     let (acl, hccl) = (resolve(Api::Acl), resolve(Api::Hccl));
     if acl.is_none() && hccl.is_none() {
         let expected = match target {
-            Target::Only(Api::Acl) => {
+            Target::Only(h) if h.api() == Api::Acl => {
                 "an aclrtMemcpyKind such as DEVICE_TO_HOST or ACL_MEMCPY_DEVICE_TO_HOST, or a \
                  number"
             }
-            Target::Only(Api::Hccl) => {
+            Target::Only(_) => {
                 "an HcclRtMemcpyKind such as DEVICE_TO_HOST or \
                  HCCL_RT_MEMCPY_KIND_DEVICE_TO_HOST, or a number"
             }
@@ -1182,7 +1222,7 @@ fn kind_operand(target: Target, value: &str) -> Result<(Operand, String), String
             }
         };
         let target_note = match target {
-            Target::Only(api) => format!(" for {}", api.symbol()),
+            Target::Only(hook) => format!(" for {}", hook.symbol()),
             Target::Any => String::new(),
         };
         return Err(format!(
@@ -1489,9 +1529,10 @@ mod tests {
                 "at column 23: unknown task 'retrun' (expected off, return, delay, skip, abort)",
             ),
             (
-                "aclrtMemcpy=return",
-                "at column 1: unknown target 'aclrtMemcpy' (expected aclrtMemcpyAsync, \
-                 HcclMemcpyAsync or *)",
+                "aclrtMemcpyAsynk=return",
+                "at column 1: unknown target 'aclrtMemcpyAsynk' (expected the name of a hooked \
+                 function, e.g. aclrtMemcpyAsync, HcclD2DMemcpyAsync or aclrtSynchronizeStream, \
+                 or *)",
             ),
             (
                 "aclrtMemcpyAsync[kind=DEVICE_TO_HOST]=return x",
@@ -1535,12 +1576,12 @@ mod tests {
             (
                 "aclrtMemcpyAsync[rank=3]=return",
                 "at column 18: filter 'rank' never matches aclrtMemcpyAsync (it is an argument \
-                 of HcclMemcpyAsync only)",
+                 of the HCCL copies only)",
             ),
             (
                 "aclrtMemcpyAsync[link=HCCS]=return",
                 "at column 18: filter 'link' never matches aclrtMemcpyAsync (it is an argument \
-                 of HcclMemcpyAsync only)",
+                 of the HCCL copies only)",
             ),
             (
                 "*[knd=1]=return",
@@ -1671,8 +1712,8 @@ mod tests {
             ),
             (
                 "=return",
-                "at column 1: expected a target (aclrtMemcpyAsync, HcclMemcpyAsync or *), found \
-                 '='",
+                "at column 1: expected a target (the name of a hooked function, e.g. \
+                 aclrtMemcpyAsync, HcclD2DMemcpyAsync or aclrtSynchronizeStream, or *), found '='",
             ),
             (
                 "*=réturn",
@@ -1680,8 +1721,8 @@ mod tests {
             ),
             (
                 "ü=return",
-                "at column 1: unknown target 'ü' (expected aclrtMemcpyAsync, HcclMemcpyAsync or \
-                 *)",
+                "at column 1: unknown target 'ü' (expected the name of a hooked function, e.g. aclrtMemcpyAsync, HcclD2DMemcpyAsync or \
+                 aclrtSynchronizeStream, or *)",
             ),
             (
                 "*=return ☃",
@@ -1799,6 +1840,94 @@ mod tests {
             Call {
                 depth: 1,
                 ..call(1024)
+            }
+        ));
+    }
+
+    #[test]
+    fn filter_values_beyond_their_field_are_rejected() {
+        // rank and depth are 32-bit, stream is an address, count and destMax 64-bit: a
+        // value the field cannot hold is an error at the value, not a rule that never fires.
+        let cases = [
+            (
+                "HcclMemcpyAsync[rank=4294967296]=return",
+                "at column 22: '4294967296' is too large for 'rank' (the limit is 4294967295)",
+            ),
+            (
+                "*[depth=4294967296]=return",
+                "at column 9: '4294967296' is too large for 'depth' (the limit is 4294967295)",
+            ),
+            (
+                "*[depth>0x100000000]=return",
+                "at column 9: '0x100000000' is too large for 'depth' (the limit is 4294967295)",
+            ),
+            (
+                "*[rank<99999999999999999999999]=return",
+                "at column 8: '99999999999999999999999' is too large for 'rank' (the limit is \
+                 4294967295)",
+            ),
+            (
+                "*[stream=0x10000000000000000]=return",
+                "at column 10: '0x10000000000000000' is too large for 'stream' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[stream!=18446744073709551616]=return",
+                "at column 11: '18446744073709551616' is too large for 'stream' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[count>=16777216T]=return",
+                "at column 10: unknown size suffix 'T' in '16777216T' (expected K, M, G, KiB, \
+                 MiB or GiB)",
+            ),
+            (
+                "*[count>=17179869184G]=return",
+                "at column 10: '17179869184G' is too large for 'count' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[destMax=17592186044416M]=return",
+                "at column 11: '17592186044416M' is too large for 'destMax' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[count<18014398509481984K]=return",
+                "at column 9: '18014398509481984K' is too large for 'count' (the limit is \
+                 18446744073709551615)",
+            ),
+            (
+                "*[count=0x10000000000000000]=return",
+                "at column 9: '0x10000000000000000' is too large for 'count' (the limit is \
+                 18446744073709551615)",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(parse_err(spec), want, "{spec}");
+        }
+        // The largest values each field holds still parse and match.
+        let h = |remote_rank: u32, depth: u32| Call {
+            remote_rank,
+            depth,
+            ..Call::new(Api::Hccl)
+        };
+        assert!(selects(
+            "HcclMemcpyAsync[rank=4294967295]=return(1)",
+            h(u32::MAX, 0)
+        ));
+        assert!(selects("*[depth=0xffffffff]=return(1)", h(0, u32::MAX)));
+        assert!(selects(
+            "*[count=16777215G]=return(1)",
+            Call {
+                count: 16_777_215 << 30,
+                ..Call::new(Api::Acl)
+            }
+        ));
+        assert!(selects(
+            "*[stream=0xffffffffffffffff]=return(1)",
+            Call {
+                stream: usize::MAX,
+                ..Call::new(Api::Acl)
             }
         ));
     }

@@ -118,7 +118,7 @@ fn init() -> Option<&'static Runtime> {
     }));
     let built = std::panic::catch_unwind(|| {
         crate::boundary::debug_panic(crate::boundary::Stage::Init);
-        let (config, warnings) = Config::from_lookup(|name| std::env::var(name).ok());
+        let (config, warnings) = Config::from_lookup(|name| std::env::var_os(name));
         diag::set_level(config.log);
         for w in &warnings {
             diag::warn!("{w}");

@@ -138,7 +138,7 @@ fn violations_of(span: &Value) -> Vec<String> {
 /// The program's own calls (not the nested `aclrtMemcpyAsync` of an HCCL copy), in order.
 fn top_level_spans(trace: &Trace) -> Vec<&Value> {
     trace
-        .spans()
+        .copies()
         .filter(|s| s["args"].get("depth").is_none())
         .collect()
 }
@@ -195,7 +195,7 @@ fn warn_forwards_every_call_unchanged_and_reports_each_rule() {
     // Every call reached the runtime, with the arguments the trace recorded (which are the
     // program's own: the trace is cross-checked against the log line by line).
     let trace = o.trace.as_ref().unwrap();
-    let spans: Vec<&Value> = trace.spans().collect();
+    let spans: Vec<&Value> = trace.copies().collect();
     assert_eq!(o.log.len(), plain.log.len());
     assert_eq!(o.log.len(), spans.len());
     for (line, span) in o.log.iter().zip(&spans) {
@@ -526,7 +526,7 @@ fn off_reports_nothing_and_forwards_everything() {
     assert_eq!(stderr(&o.out), "", "nothing at all on stderr");
     let trace = o.trace.as_ref().unwrap();
     assert_eq!(o.log.len(), plain.log.len());
-    let spans: Vec<&Value> = trace.spans().collect();
+    let spans: Vec<&Value> = trace.copies().collect();
     assert_eq!(spans.len(), o.log.len());
     for (line, span) in o.log.iter().zip(&spans) {
         assert_same_call(line, span);

@@ -274,12 +274,24 @@ fn run_finds_the_library_beside_its_executable() {
     let bin = dir.join("npushim");
     fs::copy(BIN, &bin).unwrap();
     let lib = fake_library(&dir, "libnpushim.so");
-    let output = Command::new(&bin)
-        .env_remove("NPUSHIM_LIB")
-        .env_remove("LD_PRELOAD")
-        .args(["run", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
-        .output()
-        .unwrap();
+    // Another test's child, forked while the copy was open for writing, holds that
+    // descriptor until its exec: the kernel then refuses to run the copy (ETXTBSY) for that
+    // short moment, so try again.
+    let mut attempts = 0;
+    let output = loop {
+        let result = Command::new(&bin)
+            .env_remove("NPUSHIM_LIB")
+            .env_remove("LD_PRELOAD")
+            .args(["run", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
+            .output();
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 10_000 => {
+                attempts += 1;
+                std::thread::yield_now();
+            }
+            other => break other.unwrap(),
+        }
+    };
     assert_eq!(stdout(&output).trim(), lib.display().to_string());
 }
 
@@ -565,6 +577,60 @@ fn report_reads_spans_of_a_trace_without_metadata_and_says_so() {
         r["files"][0]["read"],
         "cut off: 2 events read, no closing ']'"
     );
+}
+
+#[test]
+fn report_skips_and_names_malformed_events_instead_of_reading_them_as_0() {
+    // report.json with "count":"4096" (line 5), "dur":"abc" (line 9) and the stats line's
+    // "dropped":"2".
+    let output = tool(&["report", &fixture_str("malformed.json")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = "first: line 5, \"count\":\"4096\", expected a non-negative integer";
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("npushim: 3 events skipped as malformed (") && err.contains(first),
+        "{err}"
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "warning: 3 events skipped as malformed, not counted below ({first})"
+        )),
+        "{text}"
+    );
+    // Neither skipped span is counted: 4 of the 6 aclrtMemcpyAsync calls remain.
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "aclrtMemcpyAsync",
+                    "(all)",
+                    "4",
+                    "14400",
+                    "82.000",
+                    "20.500",
+                    "10.000",
+                    "40.000",
+                    "0.176"
+                ]),
+        "{text}"
+    );
+
+    let output = tool(&["report", "--json", &fixture_str("malformed.json")]);
+    let report = &json_lines(&output)[0];
+    assert_eq!(report["malformed"], 3);
+    let file = &report["files"][0];
+    assert_eq!(file["malformed"], 3);
+    assert_eq!(file["first_malformed"]["line"], 5);
+    assert_eq!(file["first_malformed"]["field"], "count");
+    assert_eq!(file["first_malformed"]["value"], "\"4096\"");
+    assert_eq!(file["stats_events"], Value::Null);
+    assert_eq!(report["spans"], 6);
+
+    // A well-formed trace reports none.
+    let output = tool(&["report", "--json", &fixture_str("report.json")]);
+    assert_eq!(json_lines(&output)[0]["files"][0]["malformed"], 0);
 }
 
 #[test]

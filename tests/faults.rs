@@ -129,7 +129,7 @@ fn n_times_chain_fails_exactly_the_third_and_fourth_device_to_host_copies() {
 
     // The trace: every call, the two faults on their spans and as instant events.
     let trace = p.trace(&dir);
-    let spans: Vec<&Value> = trace.spans().collect();
+    let spans: Vec<&Value> = trace.copies().collect();
     assert_eq!(spans.len(), args.len());
     for (i, span) in spans.iter().enumerate() {
         let injected = i == 4 || i == 6;
@@ -225,7 +225,7 @@ fn a_random_seed_is_printed_traced_and_replays_exactly() {
         trace.meta("npushim").unwrap()["args"]["seed"].as_u64(),
         Some(seed)
     );
-    let injected: Vec<bool> = trace.spans().map(|s| fault_of(s).is_some()).collect();
+    let injected: Vec<bool> = trace.copies().map(|s| fault_of(s).is_some()).collect();
     assert_eq!(
         injected,
         first.rets().iter().map(|&r| r != 0).collect::<Vec<_>>()
@@ -409,7 +409,7 @@ fn depth_filter_targets_only_the_nested_copy_of_an_hccl_copy() {
         ]
     );
     let trace = p.trace(&dir);
-    let spans: Vec<&Value> = trace.spans().collect();
+    let spans: Vec<&Value> = trace.copies().collect();
     assert_eq!(spans.len(), 4);
     let nested = spans.iter().find(|s| s["args"]["depth"] == 1).unwrap();
     assert_eq!(nested["name"], "aclrtMemcpyAsync");
@@ -482,7 +482,7 @@ fn skip_and_return_never_reach_the_runtime() {
     );
 
     let trace = p.trace(&dir);
-    let spans: Vec<&Value> = trace.spans().collect();
+    let spans: Vec<&Value> = trace.copies().collect();
     let faults: Vec<Option<&str>> = spans.iter().map(|s| fault_of(s)).collect();
     assert_eq!(faults, [Some("skip"), Some("return(507000)"), None, None]);
     assert_eq!(spans[0]["args"]["ret"], 0);
@@ -519,7 +519,7 @@ fn delay_holds_the_call_then_forwards_it() {
     assert_eq!(p.rets(), [0, 0]);
     assert_eq!(p.log.len(), 2, "a delayed call is still forwarded");
     let trace = p.trace(&dir);
-    let spans: Vec<&Value> = trace.spans().collect();
+    let spans: Vec<&Value> = trace.copies().collect();
     assert_eq!(fault_of(spans[0]), Some("delay(200ms)"));
     assert!(
         spans[0]["dur"].as_f64().unwrap() >= 200_000.0,
@@ -578,7 +578,7 @@ fn abort_aborts_and_the_trace_keeps_the_call() {
 
     let trace = single_trace(&dir);
     assert!(!trace.complete, "no normal exit, no closing bracket");
-    let spans: Vec<&Value> = trace.spans().collect();
+    let spans: Vec<&Value> = trace.copies().collect();
     assert_eq!(spans.len(), 2, "{:?}", trace.events);
     assert_eq!(fault_of(spans[0]), None);
     assert_eq!(spans[1]["args"]["kind"], "DEVICE_TO_HOST");
@@ -707,8 +707,8 @@ fn retry_copy_retries_a_failed_copy() {
          retry_copy: 20 steps, 60 copies, 1 retries, 0 redone steps, all results verified\n"
     );
     let trace = single_trace(&dir);
-    assert_eq!(trace.spans().count(), 61);
-    assert_eq!(trace.spans().filter(|s| fault_of(s).is_some()).count(), 1);
+    assert_eq!(trace.copies().count(), 61);
+    assert_eq!(trace.copies().filter(|s| fault_of(s).is_some()).count(), 1);
 }
 
 #[test]

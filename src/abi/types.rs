@@ -220,7 +220,10 @@ impl Class {
 
     /// Returns before the work is done (subject to `h2h` and `pageable`).
     pub const fn is_async(self) -> bool {
-        matches!(self, Class::CopyAsync | Class::Copy2dAsync | Class::SetAsync)
+        matches!(
+            self,
+            Class::CopyAsync | Class::Copy2dAsync | Class::SetAsync
+        )
     }
 
     /// A two-dimensional copy.
@@ -266,6 +269,13 @@ macro_rules! define_hooks {
                 }
             }
 
+            /// The C parameter list, as the table spells it in Rust (`*mut c_void, usize`).
+            pub const fn rust_params(self) -> &'static str {
+                match self {
+                    $(Hook::$hook => stringify!($($ty),*),)*
+                }
+            }
+
             /// The hook at `index` in table order.
             pub fn from_index(index: u8) -> Option<Hook> {
                 Hook::ALL.get(index as usize).copied()
@@ -280,6 +290,33 @@ macro_rules! define_hooks {
 }
 
 super::hooks::for_each_hook!(define_hooks);
+
+/// A parameter list of [`Hook::rust_params`] in C (`void *, size_t`), for ABI checks.
+pub fn c_params(rust: &str) -> String {
+    let types: Vec<String> = rust
+        .split(',')
+        .map(|t| t.split_whitespace().collect::<String>())
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            match t.as_str() {
+                "*mutc_void" => "void *",
+                "*constc_void" => "const void *",
+                "usize" => "size_t",
+                "u64" => "uint64_t",
+                "u32" => "uint32_t",
+                "i32" => "int32_t",
+                "c_int" => "int",
+                other => other,
+            }
+            .to_string()
+        })
+        .collect();
+    if types.is_empty() {
+        "void".to_string()
+    } else {
+        types.join(", ")
+    }
+}
 
 /// Reads the `ptr_` and `size_` members of an `hccl::DeviceMem` passed by reference (SPEC
 /// §2.3: no virtual functions; `void *ptr_` at 0, `u64 size_` at 8); `(0, 0)` for a NULL

@@ -2,10 +2,14 @@
 //!
 //! Expands the path template and creates the file new with
 //! `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode 0600: an existing file or a symlink at the
-//! path is never overwritten or followed; a free suffixed name is chosen instead.
+//! path is never overwritten or followed; a free suffixed name is chosen instead. The host
+//! name enters the path only as one safe component. Names are built on the stack and the
+//! few strings kept are allocated fallibly: running out of memory costs the trace, never
+//! the process.
 
-use std::ffi::CString;
-use std::fmt;
+use std::fmt::{self, Write as _};
+
+use crate::diag::{Errno, StackText};
 
 /// Values for the template's `%` fields.
 pub struct Names<'a> {
@@ -15,18 +19,29 @@ pub struct Names<'a> {
 }
 
 /// Expands `%p` (pid), `%r` (rank), `%h` (host) and `%%`; any other `%x` stays as written.
-pub fn expand(template: &str, names: &Names<'_>) -> String {
-    let mut out = String::with_capacity(template.len() + 16);
+/// The host name is made safe for one path component first ([`safe_host`]): a name the
+/// system reports is not the user's to vouch for. `None` if the memory for the path cannot
+/// be had.
+pub fn expand(template: &str, names: &Names<'_>) -> Option<String> {
+    let fields = template.matches('%').count();
+    let mut out = String::new();
+    out.try_reserve(template.len() + fields * names.host.len().max(10))
+        .ok()?;
     let mut chars = template.chars();
+    let num = |out: &mut String, v: u32| {
+        let mut text = crate::diag::StackText::<10>::new();
+        let _ = fmt::Write::write_fmt(&mut text, format_args!("{v}"));
+        out.push_str(text.as_str());
+    };
     while let Some(c) = chars.next() {
         if c != '%' {
             out.push(c);
             continue;
         }
         match chars.next() {
-            Some('p') => out.push_str(&names.pid.to_string()),
-            Some('r') => out.push_str(&names.rank.to_string()),
-            Some('h') => out.push_str(names.host),
+            Some('p') => num(&mut out, names.pid),
+            Some('r') => num(&mut out, names.rank),
+            Some('h') => out.extend(safe_host(names.host)),
             Some('%') => out.push('%'),
             Some(other) => {
                 out.push('%');
@@ -35,31 +50,87 @@ pub fn expand(template: &str, names: &Names<'_>) -> String {
             None => out.push('%'),
         }
     }
+    Some(out)
+}
+
+/// A host name as one harmless path component: every character other than ASCII letters,
+/// digits, `-`, `_` and `.` becomes `_` (so `/` cannot add a directory), and a name made of
+/// dots only (`.`, `..`) or empty becomes underscores (so it cannot name a parent).
+pub fn safe_host(host: &str) -> impl Iterator<Item = char> + '_ {
+    let only_dots = host.bytes().all(|b| b == b'.');
+    let empty = host.is_empty();
+    host.chars()
+        .map(move |c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' if !only_dots => c,
+            '.' if !only_dots => c,
+            _ => '_',
+        })
+        .chain(empty.then_some('_'))
+}
+
+/// Room for a path: the kernel refuses longer ones (with the terminating NUL).
+const PATH_ROOM: usize = libc::PATH_MAX as usize;
+
+/// A path built on the stack.
+pub type PathText = StackText<PATH_ROOM>;
+
+/// The `n`-th alternative name: `dir/name.json` → `dir/name.n.json` (or `path.n`); `n` = 0
+/// is `path` itself. Cut (see [`StackText::is_cut`]) if longer than any path can be.
+pub fn suffixed(path: &str, n: u32) -> PathText {
+    let mut out = PathText::new();
+    let name_start = path.rfind('/').map_or(0, |i| i + 1);
+    let _ = match path[name_start..].rfind('.') {
+        _ if n == 0 => out.write_str(path),
+        Some(dot) if dot > 0 => {
+            let dot = name_start + dot;
+            write!(out, "{}.{n}{}", &path[..dot], &path[dot..])
+        }
+        _ => write!(out, "{path}.{n}"),
+    };
     out
 }
 
-/// The `n`-th alternative name: `dir/name.json` → `dir/name.n.json` (or `path.n`).
-pub fn suffixed(path: &str, n: u32) -> String {
-    let name_start = path.rfind('/').map_or(0, |i| i + 1);
-    match path[name_start..].rfind('.') {
-        Some(dot) if dot > 0 => {
-            let dot = name_start + dot;
-            format!("{}.{n}{}", &path[..dot], &path[dot..])
-        }
-        _ => format!("{path}.{n}"),
+/// Why no trace file could be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// `open` failed.
+    Os(Errno),
+    /// The template holds a NUL byte.
+    Nul,
+    /// The name and [`MAX_SUFFIX`] suffixed ones all exist.
+    AllTaken,
+    /// The name could not be kept (no memory).
+    NoMemory,
+}
+
+/// Why no trace file could be created, and at which path: the `n`-th name for `path`
+/// (formatted without allocating, so a process out of memory still gets its line).
+pub struct CreateError<'a> {
+    pub path: &'a str,
+    pub n: u32,
+    pub why: Why,
+}
+
+impl fmt::Debug for CreateError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
-/// Why no trace file could be created.
-#[derive(Debug)]
-pub struct CreateError {
-    pub path: String,
-    pub error: std::io::Error,
-}
-
-impl fmt::Display for CreateError {
+impl fmt::Display for CreateError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot create trace file {}: {}", self.path, self.error)
+        let name = suffixed(self.path, self.n);
+        write!(f, "cannot create trace file {}", name.as_str())?;
+        if name.is_cut() {
+            f.write_str("...")?;
+        }
+        f.write_str(": ")?;
+        match self.why {
+            Why::Os(e) => write!(f, "{e}"),
+            Why::Nul => write!(f, "the path contains a NUL byte"),
+            Why::AllTaken => write!(f, "it and {MAX_SUFFIX} suffixed names exist"),
+            Why::NoMemory => write!(f, "no memory to keep its name"),
+        }
     }
 }
 
@@ -67,49 +138,53 @@ impl fmt::Display for CreateError {
 pub const MAX_SUFFIX: u32 = 1000;
 
 /// Creates a new file at `path` or at the first free suffixed name; returns fd and name.
-pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError> {
+/// Names are built on the stack; the one returned is the only allocation, made fallibly.
+pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError<'_>> {
     for n in 0..=MAX_SUFFIX {
-        let candidate = if n == 0 {
-            path.to_string()
-        } else {
-            suffixed(path, n)
-        };
-        let Ok(c_path) = CString::new(candidate.as_bytes()) else {
-            return Err(CreateError {
-                path: candidate,
-                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"),
-            });
-        };
-        // SAFETY: `c_path` is a valid NUL-terminated string; open has no other preconditions.
+        let candidate = suffixed(path, n);
+        let fail = |why| Err(CreateError { path, n, why });
+        if candidate.is_cut() || candidate.as_bytes().len() >= PATH_ROOM {
+            return fail(Why::Os(Errno(libc::ENAMETOOLONG)));
+        }
+        if candidate.as_bytes().contains(&0) {
+            return fail(Why::Nul);
+        }
+        let mut c_path = [0u8; PATH_ROOM];
+        c_path[..candidate.as_bytes().len()].copy_from_slice(candidate.as_bytes());
+        // SAFETY: `c_path` is NUL-terminated (zeroed past the copied name, which is
+        // shorter than the buffer and has no NUL); open has no other preconditions.
         let fd = unsafe {
             libc::open(
-                c_path.as_ptr(),
+                c_path.as_ptr().cast(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o600 as libc::c_uint,
             )
         };
         if fd >= 0 {
-            return Ok((fd, candidate));
+            let mut name = String::new();
+            if name.try_reserve_exact(candidate.as_str().len()).is_err() {
+                // SAFETY: we created this empty file a moment ago and own `fd`.
+                unsafe {
+                    libc::unlink(c_path.as_ptr().cast());
+                    libc::close(fd);
+                }
+                return fail(Why::NoMemory);
+            }
+            name.push_str(candidate.as_str());
+            return Ok((fd, name));
         }
-        let error = std::io::Error::last_os_error();
+        let error = Errno::last();
         // EEXIST covers an existing file and a symlink (O_EXCL never follows); ELOOP a
         // symlink on systems that report it so.
-        match error.raw_os_error() {
-            Some(libc::EEXIST) | Some(libc::ELOOP) => continue,
-            _ => {
-                return Err(CreateError {
-                    path: candidate,
-                    error,
-                });
-            }
+        match error.0 {
+            libc::EEXIST | libc::ELOOP => continue,
+            _ => return fail(Why::Os(error)),
         }
     }
     Err(CreateError {
-        path: path.to_string(),
-        error: std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("it and {MAX_SUFFIX} suffixed names exist"),
-        ),
+        path,
+        n: 0,
+        why: Why::AllTaken,
     })
 }
 
@@ -124,6 +199,7 @@ mod tests {
             rank: 3,
             host: "node1",
         };
+        let expand = |t: &str, n: &Names<'_>| expand(t, n).unwrap();
         assert_eq!(expand("npushim-%p.json", &n), "npushim-42.json");
         assert_eq!(
             expand("/t/%h/r%r-%p-100%%.json", &n),
@@ -133,10 +209,41 @@ mod tests {
     }
 
     #[test]
+    fn host_names_cannot_leave_their_path_component() {
+        let with = |host: &str| {
+            expand(
+                "/t/%h-%p.json",
+                &Names {
+                    pid: 1,
+                    rank: 0,
+                    host,
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(with("a/../../etc/x"), "/t/a_.._.._etc_x-1.json");
+        assert_eq!(with("node-1.example_2"), "/t/node-1.example_2-1.json");
+        assert_eq!(with(".."), "/t/__-1.json");
+        assert_eq!(with("."), "/t/_-1.json");
+        assert_eq!(with(""), "/t/_-1.json");
+        assert_eq!(with("nœud ☃\n"), "/t/n_ud___-1.json");
+        for host in ["/", "../x", "a/b", "..", "\0", "../.."] {
+            let path = with(host);
+            let parts: Vec<&str> = path.split('/').collect();
+            assert_eq!(parts.len(), 3, "{host:?} → {path}");
+            assert!(
+                parts[2] != ".." && !path.contains('\0'),
+                "{host:?} → {path}"
+            );
+        }
+    }
+
+    #[test]
     fn suffixes_go_before_the_extension() {
-        assert_eq!(suffixed("npushim-1.json", 2), "npushim-1.2.json");
-        assert_eq!(suffixed("/a.b/trace", 1), "/a.b/trace.1");
-        assert_eq!(suffixed("/a/.hidden", 1), "/a/.hidden.1");
+        assert_eq!(suffixed("npushim-1.json", 2).as_str(), "npushim-1.2.json");
+        assert_eq!(suffixed("npushim-1.json", 0).as_str(), "npushim-1.json");
+        assert_eq!(suffixed("/a.b/trace", 1).as_str(), "/a.b/trace.1");
+        assert_eq!(suffixed("/a/.hidden", 1).as_str(), "/a/.hidden.1");
     }
 
     #[test]
@@ -157,11 +264,17 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&name).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let err = create(dir.join("missing/t.json").to_str().unwrap()).unwrap_err();
+        let missing = dir.join("missing/t.json");
+        let err = create(missing.to_str().unwrap()).unwrap_err();
         assert!(
-            err.to_string().contains("cannot create trace file"),
+            err.to_string().contains("cannot create trace file")
+                && err.to_string().contains("No such file or directory"),
             "{err}"
         );
+        let long = format!("{}/{}", dir.display(), "x/".repeat(PATH_ROOM));
+        let err = create(&long).unwrap_err();
+        assert_eq!(err.why, Why::Os(Errno(libc::ENAMETOOLONG)));
+        assert_eq!(create("a\0b").unwrap_err().why, Why::Nul);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

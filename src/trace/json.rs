@@ -2,7 +2,9 @@
 //!
 //! Runs on the writer thread only. One event per line; the first line opens the array with
 //! `[`, every later one starts with `,`, so any prefix of whole lines plus `]` is valid JSON
-//! (see docs/trace-format.md). No allocation per event beyond the buffer's growth.
+//! (see docs/trace-format.md). No allocation per event: the writer gives the buffer its
+//! capacity once and flushes it before it fills; should it ever need to grow, it grows
+//! fallibly, and a failed growth is remembered ([`Json::failed`]), never an abort.
 
 use crate::abi::types::{Api, Class, Hook, Kind, decode_kind, decode_link};
 use crate::check::RuleSet;
@@ -229,40 +231,82 @@ pub struct Json {
     pub buf: Vec<u8>,
     /// Events written so far (decides between `[` and `,`).
     pub events: u64,
+    /// Set when the buffer had to grow and could not: bytes were left out since.
+    failed: bool,
     /// Scratch space for one span line, reused (so it is never zeroed per event).
-    line: Box<Line>,
+    line: Line,
 }
 
 impl Default for Json {
+    /// An empty buffer that grows as needed (fallibly).
     fn default() -> Self {
-        Json::with_capacity(0)
+        Json {
+            buf: Vec::new(),
+            events: 0,
+            failed: false,
+            line: Line {
+                buf: [0; LINE_MAX],
+                len: 0,
+            },
+        }
     }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Appends `bytes`, growing `buf` fallibly if it must; a failed growth sets `failed` and
+/// leaves the bytes out.
+#[inline]
+fn append(buf: &mut Vec<u8>, failed: &mut bool, bytes: &[u8]) {
+    if buf.capacity() - buf.len() < bytes.len() && buf.try_reserve(bytes.len()).is_err() {
+        *failed = true;
+        return;
+    }
+    buf.extend_from_slice(bytes);
+}
+
 impl Out for Json {
     #[inline]
     fn put(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        append(&mut self.buf, &mut self.failed, bytes);
     }
 }
 
 impl Json {
-    pub fn with_capacity(n: usize) -> Json {
-        Json {
-            buf: Vec::with_capacity(n),
-            events: 0,
-            line: Box::new(Line {
-                buf: [0; LINE_MAX],
-                len: 0,
-            }),
-        }
+    /// A buffer of exactly `n` bytes' capacity; `None` if that memory cannot be had.
+    pub fn try_with_capacity(n: usize) -> Option<Json> {
+        let mut j = Json::default();
+        j.buf.try_reserve_exact(n).ok()?;
+        Some(j)
+    }
+
+    /// True if some output was left out because the buffer could not grow: what the
+    /// buffer holds after its last complete line must not be written.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// A JSON string with escaping.
     pub fn string(&mut self, s: &str) {
-        self.buf.push(b'"');
+        self.put(b"\"");
+        self.escaped(s);
+        self.put(b"\"");
+    }
+
+    /// A JSON string from bytes that may not be UTF-8 (a thread's name): invalid sequences
+    /// become U+FFFD, without a temporary copy.
+    pub fn string_lossy(&mut self, bytes: &[u8]) {
+        self.put(b"\"");
+        for chunk in bytes.utf8_chunks() {
+            self.escaped(chunk.valid());
+            if !chunk.invalid().is_empty() {
+                self.raw("\u{fffd}");
+            }
+        }
+        self.put(b"\"");
+    }
+
+    fn escaped(&mut self, s: &str) {
         for c in s.chars() {
             match c {
                 '"' => self.raw("\\\""),
@@ -272,8 +316,7 @@ impl Json {
                 '\t' => self.raw("\\t"),
                 c if (c as u32) < 0x20 => {
                     self.raw("\\u00");
-                    self.buf.push(HEX[(c as u32 >> 4) as usize]);
-                    self.buf.push(HEX[(c as u32 & 15) as usize]);
+                    self.put(&[HEX[(c as u32 >> 4) as usize], HEX[(c as u32 & 15) as usize]]);
                 }
                 c => {
                     let mut b = [0u8; 4];
@@ -281,7 +324,6 @@ impl Json {
                 }
             }
         }
-        self.buf.push(b'"');
     }
 
     /// The byte that starts the next event line: `[` for the first, `,` after.
@@ -295,23 +337,28 @@ impl Json {
     #[inline]
     pub fn begin(&mut self) {
         let lead = self.lead();
-        self.buf.push(lead);
+        self.put(&[lead]);
     }
 
     #[inline]
     fn end(&mut self) {
-        self.buf.extend_from_slice(b"}\n");
+        self.put(b"}\n");
     }
 
     /// A metadata event; `args` is already-serialised JSON object text.
     pub fn metadata(&mut self, name: &str, pid: u32, tid: i32, args: &str) {
+        self.metadata_with(name, pid, tid, |j| j.raw(args));
+    }
+
+    /// A metadata event whose `args` object `args` writes in place (no temporary text).
+    pub fn metadata_with(&mut self, name: &str, pid: u32, tid: i32, args: impl FnOnce(&mut Json)) {
         self.begin();
         self.raw("{\"ph\":\"M\",\"name\":");
         self.string(name);
-        self.buf.push(b',');
+        self.put(b",");
         ids(self, pid, tid);
         self.raw(",\"args\":");
-        self.raw(args);
+        args(self);
         self.end();
     }
 
@@ -325,7 +372,7 @@ impl Json {
         let start_ns = clock.to_ns(rec.start);
         let end_ns = clock.to_ns(rec.end);
         let lead = self.lead();
-        let l = &mut *self.line;
+        let l = &mut self.line;
         l.len = 0;
         l.put(&[lead]);
         l.put(b"{\"ph\":\"X\",\"name\":\"");
@@ -435,7 +482,7 @@ impl Json {
             l.u64(rec.depth as u64);
         }
         l.put(b"}}\n");
-        self.buf.extend_from_slice(&l.buf[..l.len]);
+        append(&mut self.buf, &mut self.failed, &l.buf[..l.len]);
 
         for rule in violations.iter() {
             self.instant("violation:", rule.name(), hook, start_ns, pid, tid, None);
@@ -477,13 +524,13 @@ impl Json {
         self.micros(start_ns);
         self.raw(",\"args\":{\"call\":\"");
         self.raw(hook.symbol());
-        self.buf.push(b'"');
+        self.put(b"\"");
         if let Some(action) = action {
             self.raw(",\"action\":\"");
-            self.buf.extend_from_slice(action);
-            self.buf.push(b'"');
+            self.put(action);
+            self.put(b"\"");
         }
-        self.buf.push(b'}');
+        self.put(b"}");
         self.end();
     }
 }
@@ -660,5 +707,16 @@ mod tests {
             serde_json::from_str::<String>(&s).unwrap(),
             "a\"b\\c\nd\u{1}é"
         );
+        let mut j = Json::default();
+        j.string_lossy(b"w\xffx\"");
+        let s = String::from_utf8(j.buf).unwrap();
+        assert_eq!(serde_json::from_str::<String>(&s).unwrap(), "w\u{fffd}x\"");
+    }
+
+    #[test]
+    fn a_buffer_is_had_or_refused_never_aborted_for() {
+        let j = Json::try_with_capacity(4096).unwrap();
+        assert!(j.buf.capacity() >= 4096 && !j.failed());
+        assert!(Json::try_with_capacity(usize::MAX).is_none());
     }
 }

@@ -15,7 +15,7 @@ use tracing_subscriber::prelude::*;
 
 use super::record::{FaultTag, Record};
 use super::{Settings, writer};
-use crate::abi::types::{Kind, decode_kind, decode_link};
+use crate::abi::types::{Hook, Kind, decode_kind, decode_link};
 use crate::check::RuleSet;
 use crate::sync::FlagLock;
 
@@ -46,30 +46,47 @@ pub fn emit_chrome(rec: &Record) {
     let api = hook.api();
     let violations = RuleSet(rec.violations).to_string();
     let fault = FaultTag::from_u8(rec.fault);
-    let fault = (fault != FaultTag::None)
-        .then(|| fault.decision(rec.fault_arg).to_string())
-        .unwrap_or_default();
+    let fault = if fault == FaultTag::None {
+        String::new()
+    } else {
+        fault.decision(rec.fault_arg).to_string()
+    };
     let clock = super::clock::Calibration::now();
     let dur_us = clock.to_ns(rec.end).saturating_sub(clock.to_ns(rec.start)) as f64 / 1e3;
-    tracing::info!(
-        target: "npushim::call",
-        name = hook.symbol(),
-        cat = api.category(),
-        dur_us,
-        dst = %Hex(rec.dst),
-        src = %Hex(rec.src),
-        stream = %Hex(rec.stream),
-        destMax = rec.dest_max,
-        count = rec.count,
-        kind = %Named(decode_kind(api, rec.kind)),
-        dispatcher = %Hex(rec.dispatcher),
-        remoteUserRank = rec.remote_rank,
-        linkType = %Named(decode_link(rec.link)),
-        ret = rec.ret,
-        violations = %violations,
-        fault = %fault,
-        depth = rec.depth,
-    );
+    macro_rules! one_event_per_hook {
+        ($(
+            $(#[$doc:meta])*
+            $hook:ident = $name:ident ( $($arg:ident : $ty:ty),* ) : $api:ident, $class:ident,
+            |$c:ident| $decode:block;
+        )*) => {
+            match hook {
+                $(Hook::$hook => tracing::event!(
+                    name: stringify!($name),
+                    target: "npushim::call",
+                    tracing::Level::INFO,
+                    dur_us,
+                    dst = %Hex(rec.dst),
+                    src = %Hex(rec.src),
+                    stream = %Hex(rec.stream),
+                    destMax = rec.dest_max,
+                    count = rec.count,
+                    kind = %Named(decode_kind(api, rec.kind)),
+                    dispatcher = %Hex(rec.dispatcher),
+                    remoteUserRank = rec.remote_rank,
+                    linkType = %Named(decode_link(rec.link)),
+                    spitch = rec.spitch,
+                    height = rec.height,
+                    value = rec.value,
+                    event = %Hex(rec.event),
+                    ret = rec.ret,
+                    violations = %violations,
+                    fault = %fault,
+                    depth = rec.depth,
+                ),)*
+            }
+        };
+    }
+    crate::abi::hooks::for_each_hook!(one_event_per_hook);
 }
 
 /// `tracing-chrome`'s flush guard, dropped at exit so its writer thread finishes the file.

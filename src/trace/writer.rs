@@ -3,24 +3,76 @@
 //! Owns the file descriptor, the output buffer and the exit and fork protocol of the native
 //! sink. The writer state sits behind a [`FlagLock`] (one atomic word), so a forked child can
 //! reset it whatever the parent's threads were doing; the writer thread blocks every signal
-//! so the host's handlers never run on it.
+//! so the host's handlers never run on it. The descriptor is checked to be the file the
+//! shim created before every write batch (a program may close it and reuse the number);
+//! the output buffer is allocated once, fallibly, and never grows; every failure stops
+//! tracing with one line and never touches the program.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::clock::{Anchor, Calibration};
 use super::json::{Json, Out, SpanPrefix};
 use super::record::unpack;
 use super::{FLUSH_INTERVAL, KICK, Settings, file, ring};
+use crate::diag::{Errno, StackText};
 use crate::sync::FlagLock;
 
 /// The buffer is written out once it holds this much.
 const BUF_LIMIT: usize = 1 << 20;
 /// Ring units formatted per ring before the buffer size is looked at again.
-const DRAIN_BATCH: u64 = 2048;
+const DRAIN_BATCH: u64 = 64;
+/// The most JSON one record becomes: its span line (at most 1 KiB) plus one instant event
+/// (about 200 bytes) per violated rule and one for a fault.
+const RECORD_MAX: usize = 4096;
+/// The output buffer's one allocation: below [`BUF_LIMIT`] there is always room for a
+/// whole batch and a metadata line, so the buffer never grows.
+const BUF_CAPACITY: usize = BUF_LIMIT + DRAIN_BATCH as usize * RECORD_MAX + RECORD_MAX;
+/// The writer thread's stack: it formats into the heap buffer and its frames are small.
+const WRITER_STACK: usize = 512 << 10;
+
+/// A file by device and inode: what the trace descriptor must still refer to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// The identity of the file open at `fd` (`EBADF` if none is).
+fn file_id(fd: libc::c_int) -> Result<FileId, Errno> {
+    // SAFETY: `st` is a writable stat buffer; fstat only fills it.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Err(Errno::last());
+        }
+        Ok(FileId {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+        })
+    }
+}
+
+/// Span events among the whole lines of `bytes`.
+fn spans_in(bytes: &[u8]) -> u64 {
+    let whole = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&bytes[..0], |i| &bytes[..i]);
+    whole
+        .split(|&b| b == b'\n')
+        .filter(|line| {
+            line.get(1..)
+                .is_some_and(|l| l.starts_with(b"{\"ph\":\"X\""))
+        })
+        .count() as u64
+}
 
 struct Writer {
     fd: libc::c_int,
+    /// The file the shim created: before each write the descriptor must still be it.
+    id: FileId,
     path: String,
     pid: u32,
     json: Json,
@@ -28,8 +80,10 @@ struct Writer {
     named: HashSet<i32>,
     /// Dropped count last written into the file.
     dropped_written: u64,
-    /// Spans written.
+    /// Spans formatted.
     spans: u64,
+    /// Spans that reached the file.
+    spans_written: u64,
 }
 
 static WRITER: FlagLock<Option<Writer>> = FlagLock::new(None);
@@ -40,46 +94,97 @@ fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
-pub(super) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".to_string();
+/// The host name, in `buf` (no allocation).
+fn hostname_in(buf: &mut [u8; 256]) -> &str {
+    // SAFETY: `buf` is writable for its length; gethostname NUL-terminates on success (the
+    // last byte stays 0 in any case).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name,
+        _ => "unknown",
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+pub(super) fn hostname() -> String {
+    hostname_in(&mut [0; 256]).to_string()
+}
+
+/// Reads at most `buf.len()` bytes of a small `/proc` file named by `path` (NUL-terminated)
+/// into `buf`, without allocating; the bytes read.
+fn read_small(path: &StackText<64>, buf: &mut [u8]) -> usize {
+    // SAFETY: `path` ends with a NUL (callers write one); `buf` is writable for its length;
+    // the descriptor is ours and closed once.
+    unsafe {
+        let fd = libc::open(
+            path.as_bytes().as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n.max(0) as usize
+    }
+}
+
+/// Appends `bytes` to `out`, invalid UTF-8 as U+FFFD.
+fn push_lossy<const N: usize>(out: &mut StackText<N>, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        let _ = out.write_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            let _ = out.write_char('\u{fffd}');
+        }
+    }
 }
 
 /// The program's name: the base name of argv[0].
-fn program() -> String {
-    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-    let argv0 = String::from_utf8_lossy(argv0);
-    match argv0.rsplit('/').next() {
-        Some(name) if !name.is_empty() => name.to_string(),
-        _ => "unknown".to_string(),
+fn program() -> StackText<256> {
+    let mut path = StackText::<64>::new();
+    let _ = path.write_str("/proc/self/cmdline\0");
+    let mut cmdline = [0u8; 4096];
+    let n = read_small(&path, &mut cmdline);
+    let argv0 = cmdline[..n].split(|&b| b == 0).next().unwrap_or_default();
+    let base = argv0.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    let mut name = StackText::new();
+    if base.is_empty() {
+        let _ = name.write_str("unknown");
+    } else {
+        push_lossy(&mut name, base);
     }
+    name
 }
 
-fn thread_name(tid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("thread {tid}"))
+/// A thread's name (its `comm`), or `thread <tid>`.
+fn thread_name(tid: i32) -> StackText<64> {
+    let mut path = StackText::<64>::new();
+    let _ = write!(path, "/proc/self/task/{tid}/comm\0");
+    let mut comm = [0u8; 64];
+    let n = read_small(&path, &mut comm);
+    let comm = comm[..n].strip_suffix(b"\n").unwrap_or(&comm[..n]);
+    let mut name = StackText::new();
+    if comm.is_empty() {
+        let _ = write!(name, "thread {tid}");
+    } else {
+        push_lossy(&mut name, comm);
+    }
+    name
 }
 
 /// Creates the trace file named by the template; `None` (after one line) if impossible.
 pub fn create_file(settings: &Settings, host: &str) -> Option<(libc::c_int, String)> {
-    let path = file::expand(
-        &settings.template,
-        &file::Names {
-            pid: getpid(),
-            rank: settings.rank,
-            host,
-        },
-    );
+    let names = file::Names {
+        pid: getpid(),
+        rank: settings.rank,
+        host,
+    };
+    let Some(path) = file::expand(&settings.template, &names) else {
+        crate::diag::warn!(
+            "cannot allocate memory for the trace file name; the program runs on untraced"
+        );
+        return None;
+    };
     match file::create(&path) {
         Ok(created) => Some(created),
         Err(e) => {
@@ -89,40 +194,80 @@ pub fn create_file(settings: &Settings, host: &str) -> Option<(libc::c_int, Stri
     }
 }
 
-fn write_all(fd: libc::c_int, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a valid buffer; `fd` is the trace file we own.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        bytes = &bytes[n as usize..];
-    }
-    Ok(())
-}
-
 impl Writer {
-    /// Writes the buffer out; on failure stops tracing with one line.
+    /// Writes the buffer out, after checking that the descriptor is still the file the shim
+    /// created; on any failure stops tracing with one line and returns false.
     fn flush_buf(&mut self) -> bool {
-        if self.json.buf.is_empty() || self.fd < 0 {
-            return self.fd >= 0;
+        if self.fd < 0 {
+            self.json.buf.clear();
+            return false;
         }
-        let result = write_all(self.fd, &self.json.buf);
-        self.json.buf.clear();
-        if let Err(e) = result {
+        if self.json.failed() {
+            // Some output is missing from the buffer: none of it goes out.
+            self.json.buf.clear();
             crate::diag::warn!(
-                "cannot write trace file {}: {e}; tracing stops here (the file so far stays valid)",
+                "cannot allocate memory for the trace output; tracing stops here ({} spans \
+                 written to {})",
+                self.spans_written,
                 self.path
             );
             self.close();
             super::stop();
             return false;
         }
-        true
+        if self.json.buf.is_empty() {
+            return true;
+        }
+        match file_id(self.fd) {
+            Ok(id) if id == self.id => {}
+            now => {
+                self.json.buf.clear();
+                crate::diag::warn!(
+                    "the program closed descriptor {} of trace file {} ({}); tracing stops \
+                     here ({} spans written) and nothing more is written to that descriptor",
+                    self.fd,
+                    self.path,
+                    if now.is_err() {
+                        "it is closed now"
+                    } else {
+                        "it is another file now"
+                    },
+                    self.spans_written
+                );
+                // The number is the program's now: never write to it or close it again.
+                self.fd = -1;
+                super::stop();
+                return false;
+            }
+        }
+        let result = crate::diag::write_all(self.fd, &self.json.buf);
+        match result {
+            Ok(()) => {
+                self.json.buf.clear();
+                self.spans_written = self.spans;
+                true
+            }
+            Err(e) => {
+                // The whole lines that went out before the error are in the file.
+                self.spans_written += spans_in(&self.json.buf[..e.written]);
+                self.json.buf.clear();
+                let limit = if e.errno.0 == libc::EFBIG {
+                    " (the file size limit, ulimit -f)"
+                } else {
+                    ""
+                };
+                crate::diag::warn!(
+                    "cannot write trace file {}: {}{limit}; tracing stops here ({} spans \
+                     written; the file loads as a cut-off trace)",
+                    self.path,
+                    e.errno,
+                    self.spans_written
+                );
+                self.close();
+                super::stop();
+                false
+            }
+        }
     }
 
     fn close(&mut self) {
@@ -133,8 +278,9 @@ impl Writer {
         }
     }
 
-    /// Drains every ring into the file.
-    fn cycle(&mut self) {
+    /// Drains every ring into the file. The final drain (`at_exit`) leaves the stats
+    /// to [`finish`], which writes them once.
+    fn cycle(&mut self, at_exit: bool) {
         if self.fd < 0 {
             return;
         }
@@ -142,15 +288,15 @@ impl Writer {
         for ring in ring::rings() {
             if ring.pending() > 0 {
                 let tid = ring.tid();
-                if self.named.insert(tid) {
-                    let args = {
-                        let mut j = Json::default();
+                // Without memory for the set, the name is left out (and tried again later).
+                if !self.named.contains(&tid) && self.named.try_reserve(1).is_ok() {
+                    self.named.insert(tid);
+                    let name = thread_name(tid);
+                    self.json.metadata_with("thread_name", self.pid, tid, |j| {
                         j.raw("{\"name\":");
-                        j.string(&thread_name(tid));
+                        j.string(name.as_str());
                         j.raw("}");
-                        String::from_utf8(j.buf).unwrap_or_default()
-                    };
-                    self.json.metadata("thread_name", self.pid, tid, &args);
+                    });
                 }
                 let prefix = SpanPrefix::new(self.pid, tid);
                 loop {
@@ -160,7 +306,8 @@ impl Writer {
                         json.call(&unpack(words), &prefix, &clock);
                     });
                     super::note_progress();
-                    if self.json.buf.len() >= BUF_LIMIT && !self.flush_buf() {
+                    if (self.json.buf.len() >= BUF_LIMIT || self.json.failed()) && !self.flush_buf()
+                    {
                         return;
                     }
                     if n < DRAIN_BATCH {
@@ -176,81 +323,105 @@ impl Writer {
                 ring.release_if_orphaned();
             }
         }
-        let dropped = ring::total_dropped();
-        if dropped != self.dropped_written {
-            self.stats(dropped);
+        if !at_exit {
+            let dropped = ring::total_dropped();
+            if dropped != self.dropped_written {
+                self.stats(dropped);
+            }
         }
         self.flush_buf();
     }
 
     fn stats(&mut self, dropped: u64) {
-        let args = format!("{{\"events\":{},\"dropped\":{dropped}}}", self.spans);
+        let events = self.spans;
         self.json
-            .metadata("npushim_stats", self.pid, self.pid as i32, &args);
+            .metadata_with("npushim_stats", self.pid, self.pid as i32, |j| {
+                j.raw("{\"events\":");
+                j.u64(events);
+                j.raw(",\"dropped\":");
+                j.u64(dropped);
+                j.raw("}");
+            });
         self.dropped_written = dropped;
     }
 }
 
 /// Creates the file, writes the header and starts the writer thread.
 pub fn start(settings: &Settings) -> bool {
-    let host = hostname();
-    let Some((fd, path)) = create_file(settings, &host) else {
+    // The buffer first: without it no file is created at all.
+    let Some(mut json) = Json::try_with_capacity(BUF_CAPACITY) else {
+        crate::diag::warn!(
+            "cannot allocate the trace output buffer ({} KiB); the program runs on untraced",
+            BUF_CAPACITY >> 10
+        );
         return false;
+    };
+    let mut host_buf = [0; 256];
+    let host = hostname_in(&mut host_buf);
+    let Some((fd, path)) = create_file(settings, host) else {
+        return false;
+    };
+    let id = match file_id(fd) {
+        Ok(id) => id,
+        Err(e) => {
+            crate::diag::warn!(
+                "cannot inspect trace file {path}: {e}; the program runs on untraced"
+            );
+            // SAFETY: `fd` was just opened by us and is closed once.
+            unsafe { libc::close(fd) };
+            return false;
+        }
     };
     let pid = getpid();
     let program = program();
+    let program = program.as_str();
     let anchor = Anchor::now();
-    let mut json = Json::with_capacity(BUF_LIMIT + (BUF_LIMIT >> 2));
-    let mut text = Json::default();
-    text.raw("{\"name\":");
-    text.string(&format!("{program} (pid {pid}, rank {})", settings.rank));
-    text.raw("}");
-    json.metadata(
-        "process_name",
-        pid,
-        pid as i32,
-        std::str::from_utf8(&text.buf).unwrap_or("{}"),
-    );
-    let mut meta = Json::default();
-    meta.raw("{\"format\":1,\"version\":");
-    meta.string(env!("CARGO_PKG_VERSION"));
-    meta.raw(",\"program\":");
-    meta.string(&program);
-    meta.raw(",\"pid\":");
-    meta.u64(pid as u64);
-    meta.raw(",\"rank\":");
-    meta.u64(settings.rank as u64);
-    meta.raw(",\"host\":");
-    meta.string(&host);
-    meta.raw(",\"seed\":");
-    meta.u64(crate::runtime::seed());
-    meta.raw(",\"clock\":{\"monotonic_us\":");
-    meta.micros(anchor.monotonic_ns);
-    meta.raw(",\"realtime_us\":");
-    meta.micros(anchor.realtime_ns);
-    meta.raw(",\"source\":");
-    meta.string(super::clock::source());
-    meta.raw("},\"config\":");
-    meta.raw(&settings.config_json);
-    meta.raw("}");
-    json.metadata(
-        "npushim",
-        pid,
-        pid as i32,
-        std::str::from_utf8(&meta.buf).unwrap_or("{}"),
-    );
+    let mut title = StackText::<320>::new();
+    let _ = write!(title, "{program} (pid {pid}, rank {})", settings.rank);
+    json.metadata_with("process_name", pid, pid as i32, |j| {
+        j.raw("{\"name\":");
+        j.string(title.as_str());
+        j.raw("}");
+    });
+    json.metadata_with("npushim", pid, pid as i32, |meta| {
+        meta.raw("{\"format\":1,\"version\":");
+        meta.string(env!("CARGO_PKG_VERSION"));
+        meta.raw(",\"program\":");
+        meta.string(program);
+        meta.raw(",\"pid\":");
+        meta.u64(pid as u64);
+        meta.raw(",\"rank\":");
+        meta.u64(settings.rank as u64);
+        meta.raw(",\"host\":");
+        meta.string(host);
+        meta.raw(",\"seed\":");
+        meta.u64(crate::runtime::seed());
+        meta.raw(",\"clock\":{\"monotonic_us\":");
+        meta.micros(anchor.monotonic_ns);
+        meta.raw(",\"realtime_us\":");
+        meta.micros(anchor.realtime_ns);
+        meta.raw(",\"source\":");
+        meta.string(super::clock::source());
+        meta.raw("},\"config\":");
+        meta.raw(&settings.config_json);
+        meta.raw("}");
+    });
     let mut w = Writer {
         fd,
-        path: path.clone(),
+        id,
+        path,
         pid,
         json,
         named: HashSet::new(),
         dropped_written: 0,
         spans: 0,
+        spans_written: 0,
     };
     if !w.flush_buf() {
         return false;
     }
+    let mut path_for_info = StackText::<512>::new();
+    let _ = path_for_info.write_str(&w.path);
     match WRITER.lock_for(Duration::from_secs(1)) {
         Some(mut slot) => *slot = Some(w),
         None => {
@@ -258,18 +429,56 @@ pub fn start(settings: &Settings) -> bool {
             return false;
         }
     }
-    let spawned = std::thread::Builder::new()
-        .name("npushim-writer".into())
-        .spawn(writer_thread);
-    if let Err(e) = spawned {
+    if let Err(e) = spawn_writer() {
         // Still traced: the exit handler drains the rings; producers meanwhile wait
         // briefly and then count what does not fit as dropped.
         crate::diag::warn!(
             "cannot start the trace writer thread ({e}); spans are written at exit only"
         );
     }
-    crate::diag::info!("tracing to {path}");
+    crate::diag::info!("tracing to {}", path_for_info.as_str());
     true
+}
+
+/// Starts the writer thread with every signal blocked from its first instruction (the mask
+/// is inherited from this thread, which blocks them for the length of `pthread_create`), so
+/// the host's handlers never run on it and no signal a write raises there reaches the
+/// host. A plain pthread: nothing is allocated on the heap for it, and its stack is small.
+fn spawn_writer() -> Result<(), Errno> {
+    // SAFETY: every sigset_t and the attribute object are initialised before use and the
+    // attribute is destroyed once; the calling thread's mask is restored on every path;
+    // `writer_main` has the signature pthread_create requires and uses no argument.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut old);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut rc = libc::pthread_attr_init(&mut attr);
+        if rc == 0 {
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            // A program with a large static TLS may need more than our stack size: then
+            // the default size.
+            if libc::pthread_attr_setstacksize(&mut attr, WRITER_STACK) == 0 {
+                let mut thread: libc::pthread_t = 0;
+                rc = libc::pthread_create(&mut thread, &attr, writer_main, std::ptr::null_mut());
+                if rc == libc::EINVAL {
+                    libc::pthread_attr_destroy(&mut attr);
+                    libc::pthread_attr_init(&mut attr);
+                    libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+                    rc =
+                        libc::pthread_create(&mut thread, &attr, writer_main, std::ptr::null_mut());
+                }
+                if rc == 0 {
+                    libc::pthread_setname_np(thread, c"npushim-writer".as_ptr());
+                }
+            }
+            libc::pthread_attr_destroy(&mut attr);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if rc == 0 { Ok(()) } else { Err(Errno(rc)) }
+    }
 }
 
 fn block_signals() {
@@ -282,8 +491,18 @@ fn block_signals() {
     }
 }
 
-fn writer_thread() {
+extern "C" fn writer_main(_: *mut libc::c_void) -> *mut libc::c_void {
+    // Already inherited from the creating thread; repeated in case that thread could not
+    // change its own mask.
     block_signals();
+    if std::panic::catch_unwind(writer_loop).is_err() {
+        crate::diag::warn!("the trace writer failed; tracing stops here");
+        super::stop();
+    }
+    std::ptr::null_mut()
+}
+
+fn writer_loop() {
     loop {
         let seen = KICK.seq();
         KICK.wait(seen, FLUSH_INTERVAL);
@@ -292,7 +511,7 @@ fn writer_thread() {
         }
         if let Some(mut w) = WRITER.try_lock() {
             if let Some(w) = w.as_mut() {
-                w.cycle();
+                w.cycle(false);
             }
         }
     }
@@ -302,9 +521,16 @@ fn writer_thread() {
 pub fn flush(timeout: Duration) {
     if let Some(mut w) = WRITER.lock_for(timeout) {
         if let Some(w) = w.as_mut() {
-            w.cycle();
+            w.cycle(false);
         }
     }
+}
+
+/// Records lost because a ring stayed full, as opposed to those lost for want of a ring.
+fn full_ring_drops() -> u64 {
+    ring::total_dropped()
+        .saturating_sub(ring::ringless_dropped())
+        .saturating_sub(ring::reentered())
 }
 
 /// Final drain, stats and closing bracket (exit handler).
@@ -318,21 +544,39 @@ pub fn finish() {
     let Some(mut w) = slot.take() else {
         return;
     };
-    w.cycle();
+    // Full rings dropped records until now because the writer fell behind; from now on,
+    // because their threads were still calling while the process exited.
+    let behind = full_ring_drops();
+    w.cycle(true);
+    // A thread that was in the middle of a call when exit began may have stored its
+    // record after that drain: one more pass writes it.
+    if ring::rings().any(|r| r.pending() > 0) {
+        w.cycle(true);
+    }
     if w.fd < 0 {
         return;
     }
     let dropped = ring::total_dropped();
     w.stats(dropped);
     w.json.raw("]\n");
-    w.flush_buf();
+    if !w.flush_buf() {
+        return;
+    }
     w.close();
+    let at_exit = full_ring_drops().saturating_sub(behind);
     let ringless = ring::ringless_dropped();
-    if dropped > ringless {
+    if behind > 0 {
         crate::diag::warn!(
-            "{} events were dropped because the trace writer could not keep up; \
+            "{behind} events were dropped because the trace writer could not keep up; \
              the count is in {} (npushim_stats)",
-            dropped - ringless,
+            w.path
+        );
+    }
+    if at_exit > 0 {
+        crate::diag::warn!(
+            "{at_exit} events were dropped because their threads were still calling, with \
+             full trace buffers, while the process exited; the count is in {} \
+             (npushim_stats)",
             w.path
         );
     }
@@ -344,7 +588,15 @@ pub fn finish() {
             w.path
         );
     }
-    crate::diag::info!("trace written to {} ({} spans)", w.path, w.spans);
+    let reentered = ring::reentered();
+    if reentered > 0 {
+        crate::diag::warn!(
+            "{reentered} calls made from signal handlers that interrupted npushim on their own \
+             thread were forwarded but not traced; the count is in {} (npushim_stats)",
+            w.path
+        );
+    }
+    crate::diag::info!("trace written to {} ({} spans)", w.path, w.spans_written);
 }
 
 /// After fork, in the child: the parent's writer thread does not exist here and its file
@@ -355,11 +607,36 @@ pub fn fork_child() {
     unsafe { WRITER.force_unlock() };
     if let Some(mut slot) = WRITER.try_lock() {
         if let Some(w) = slot.take() {
-            if w.fd >= 0 {
+            // Only if the number is still our file: the program may have reused it.
+            if w.fd >= 0 && file_id(w.fd) == Ok(w.id) {
                 // SAFETY: closing our copy of the descriptor does not affect the parent's.
                 unsafe { libc::close(w.fd) };
             }
             std::mem::forget(w);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_span_lines_count_as_written() {
+        let text = b"[{\"ph\":\"M\",\"name\":\"process_name\"}\n\
+                     ,{\"ph\":\"X\",\"name\":\"a\"}\n\
+                     ,{\"ph\":\"i\",\"name\":\"violation:align\"}\n\
+                     ,{\"ph\":\"X\",\"name\":\"b\"}\n\
+                     ,{\"ph\":\"X\",\"na";
+        assert_eq!(spans_in(text), 2);
+        let cut = text.iter().rposition(|&b| b == b'\n').unwrap();
+        assert_eq!(spans_in(&text[..cut]), 1);
+        assert_eq!(spans_in(b""), 0);
+        assert_eq!(spans_in(b",{\"ph\":\"X\""), 0);
+    }
+
+    #[test]
+    fn a_batch_always_fits_below_the_capacity() {
+        assert!(BUF_LIMIT + DRAIN_BATCH as usize * RECORD_MAX <= BUF_CAPACITY);
     }
 }

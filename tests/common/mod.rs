@@ -252,6 +252,12 @@ impl Trace {
     pub fn spans(&self) -> impl Iterator<Item = &Value> {
         self.events.iter().filter(|e| e["ph"] == "X")
     }
+    /// Spans of the two seed copy functions (what the tests' programs drive and the
+    /// simulated runtime logs by default), in trace order.
+    pub fn copies(&self) -> impl Iterator<Item = &Value> {
+        self.spans()
+            .filter(|e| e["name"] == "aclrtMemcpyAsync" || e["name"] == "HcclMemcpyAsync")
+    }
     pub fn spans_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.spans().filter(move |e| e["name"] == name)
     }

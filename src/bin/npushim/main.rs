@@ -8,6 +8,7 @@
 
 mod codes;
 mod merge;
+mod output;
 mod reader;
 mod report;
 mod run;
@@ -160,8 +161,10 @@ struct ReportArgs {
 
 #[derive(Args)]
 struct MergeArgs {
-    /// Output trace file (replaced if it exists; written in full or not at all)
-    #[arg(short, long, value_name = "OUT")]
+    /// Output trace: `-` for stdout; a new or regular file is written in full or not at
+    /// all (created 0600, a regular file replaced); a FIFO or character device, or a
+    /// symbolic link to one, is written through; anything else is refused, never replaced
+    #[arg(short, long, value_name = "OUT", allow_hyphen_values = true)]
     output: PathBuf,
     /// Trace files to merge, one per process / rank, in any order
     #[arg(required = true, value_name = "TRACE")]
@@ -198,7 +201,7 @@ fn report(args: ReportArgs) -> Result<u8, Failure> {
         let mut report = report::Report::new();
         let mut read = || -> Result<(), Failure> {
             for path in &group {
-                if let Some(warning) = report.add_file(path)? {
+                for warning in report.add_file(path)? {
                     eprintln!("npushim: {warning}");
                 }
             }
@@ -248,8 +251,17 @@ fn main() -> ExitCode {
         })
         .map(|code| u8::try_from(code).unwrap_or(1)),
         Command::Report(args) => report(args),
-        Command::Merge(args) => merge::merge(&args.output, &args.traces)
-            .and_then(|text| print_stdout(&text).map(|()| 0)),
+        Command::Merge(args) => {
+            merge::merge(&args.output, &args.traces).and_then(|merged| {
+                // When stdout carries the trace, the summary goes to stderr.
+                if merged.summary_on_stderr {
+                    let _ = std::io::stderr().write_all(merged.summary.as_bytes());
+                    Ok(0)
+                } else {
+                    print_stdout(&merged.summary).map(|()| 0)
+                }
+            })
+        }
     });
     match result {
         Ok(Ok(status)) => ExitCode::from(status),

@@ -8,8 +8,8 @@
 //! when every input comes from one host (CLOCK_MONOTONIC is shared); otherwise each trace is
 //! shifted by the difference between its anchor's `realtime_us - monotonic_us` and that of
 //! the first input, which puts all of them on the first input's monotonic axis, aligned
-//! through the hosts' realtime clocks. The output is written to a temporary file beside OUT
-//! and renamed into place only when complete.
+//! through the hosts' realtime clocks. Where and how the output is written (a new file, a
+//! replaced regular file, a FIFO or device, stdout) is [`crate::output`]'s decision.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Number, Value, json};
 
 use crate::Failure;
+use crate::output::Output;
 use crate::reader::{Header, TraceReader, describe_ending, io_reason, read_header};
 
 /// A remapped pid is the original plus a multiple of this, so it stays recognisable and
@@ -82,20 +83,6 @@ impl PidTable {
     }
 }
 
-/// Deletes the temporary output unless the merge completed.
-struct TempOutput {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::canonicalize(a), fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -103,11 +90,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Merges `inputs` into `output`; returns the lines to show the user.
-pub fn merge(output: &Path, inputs: &[PathBuf]) -> Result<String, Failure> {
+/// What a merge has to say: its summary, and whether it belongs on stderr because the
+/// trace itself went to stdout.
+pub struct Merged {
+    pub summary: String,
+    pub summary_on_stderr: bool,
+}
+
+/// Merges `inputs` into `output`.
+pub fn merge(output: &Path, inputs: &[PathBuf]) -> Result<Merged, Failure> {
     let mut list = Vec::with_capacity(inputs.len());
     for (order, path) in inputs.iter().enumerate() {
-        if same_file(path, output) {
+        if output.as_os_str() != "-" && same_file(path, output) {
             return Err(Failure::new(
                 "the output file is also an input; choose another -o path",
                 output,
@@ -168,22 +162,13 @@ pub fn merge(output: &Path, inputs: &[PathBuf]) -> Result<String, Failure> {
         input.new_pid = pids.assign(input.pid);
     }
 
-    let file_name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "merged.json".to_string());
-    let temp_path =
-        output.with_file_name(format!(".{file_name}.npushim-{}.tmp", std::process::id()));
-    let file = File::create(&temp_path)
-        .map_err(|e| Failure::new(&format!("cannot create output: {}", io_reason(&e)), output))?;
-    let mut temp = TempOutput {
-        path: temp_path,
-        keep: false,
-    };
+    let destination = Output::open(output)?;
     let mut writer = EventWriter {
-        out: BufWriter::with_capacity(256 << 10, file),
+        out: BufWriter::with_capacity(256 << 10, destination.file()),
         written: 0,
         path: output.to_path_buf(),
+        stdout: destination.is_stdout(),
+        reader_gone: false,
     };
 
     let mut summary = String::new();
@@ -202,25 +187,44 @@ pub fn merge(output: &Path, inputs: &[PathBuf]) -> Result<String, Failure> {
         ));
     }
     writer.finish()?;
-    fs::rename(&temp.path, output)
-        .map_err(|e| Failure::new(&format!("cannot write output: {}", io_reason(&e)), output))?;
-    temp.keep = true;
-    Ok(format!(
-        "merged {} traces into {}\n  time axis: {axis}\n{summary}",
-        list.len(),
-        output.display()
-    ))
+    let into = destination.describe(output);
+    let summary_on_stderr = destination.shares_stdout();
+    destination.finish()?;
+    Ok(Merged {
+        summary: format!(
+            "merged {} traces into {into}\n  time axis: {axis}\n{summary}",
+            list.len(),
+        ),
+        summary_on_stderr,
+    })
 }
 
 /// Writes events in the trace line format: `[` first, `,` before the others, `]` at the end.
-struct EventWriter {
-    out: BufWriter<File>,
+struct EventWriter<'a> {
+    out: BufWriter<&'a File>,
     written: u64,
     path: PathBuf,
+    /// Writing to stdout: a reader that went away ends the output without an error.
+    stdout: bool,
+    reader_gone: bool,
 }
 
-impl EventWriter {
+impl EventWriter<'_> {
+    fn failure(&mut self, error: std::io::Error) -> Result<(), Failure> {
+        if self.stdout && error.kind() == std::io::ErrorKind::BrokenPipe {
+            self.reader_gone = true;
+            return Ok(());
+        }
+        Err(Failure::new(
+            &format!("cannot write output: {}", io_reason(&error)),
+            &self.path,
+        ))
+    }
+
     fn write(&mut self, event: &Map<String, Value>) -> Result<(), Failure> {
+        if self.reader_gone {
+            return Ok(());
+        }
         let lead: &[u8] = if self.written == 0 { b"[" } else { b"," };
         let result = self
             .out
@@ -228,26 +232,21 @@ impl EventWriter {
             .and_then(|()| write_object(&mut self.out, event))
             .and_then(|()| self.out.write_all(b"\n"));
         self.written += 1;
-        result.map_err(|e| {
-            Failure::new(
-                &format!("cannot write output: {}", io_reason(&e)),
-                &self.path,
-            )
-        })
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => self.failure(e),
+        }
     }
 
     fn finish(mut self) -> Result<(), Failure> {
+        if self.reader_gone {
+            return Ok(());
+        }
         let close: &[u8] = if self.written == 0 { b"[\n]\n" } else { b"]\n" };
-        self.out
-            .write_all(close)
-            .and_then(|()| self.out.flush())
-            .and_then(|()| self.out.get_ref().sync_all())
-            .map_err(|e| {
-                Failure::new(
-                    &format!("cannot write output: {}", io_reason(&e)),
-                    &self.path,
-                )
-            })
+        match self.out.write_all(close).and_then(|()| self.out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) => self.failure(e),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! counters with a log-bucketed duration histogram for percentiles, capped tables of return
 //! codes, violations and faults, and a 10-entry heap of the slowest calls. Memory therefore
 //! does not depend on the length of the trace. This module renders text and JSON; it does
-//! not print (the caller writes the returned string wherever it belongs).
+//! not print (the caller writes the returned string wherever it belongs). An event whose
+//! fields have the wrong type (`"count":"4096"`) is skipped and counted, never read as 0.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
@@ -223,6 +224,101 @@ struct Source {
     stats_events: Option<u64>,
     dropped: u64,
     has_metadata: bool,
+    /// Events skipped because a field had the wrong type, and the first of them.
+    malformed: u64,
+    first_malformed: Option<Malformed>,
+}
+
+/// A field of an event whose type is not the one the trace format gives it.
+struct Malformed {
+    line: u64,
+    field: &'static str,
+    /// The value as JSON, shortened.
+    value: String,
+    expected: &'static str,
+}
+
+impl Malformed {
+    fn describe(&self) -> String {
+        format!(
+            "line {}, \"{}\":{}, expected {}",
+            self.line, self.field, self.value, self.expected
+        )
+    }
+}
+
+/// Longest value quoted in a message about a malformed field.
+const MAX_QUOTED: usize = 60;
+
+fn quoted(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(MAX_QUOTED) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// The type a field must have: its name for messages, and the test.
+#[derive(Clone, Copy)]
+struct FieldType {
+    expected: &'static str,
+    holds: fn(&Value) -> bool,
+}
+
+const NUMBER: FieldType = FieldType {
+    expected: "a number",
+    holds: Value::is_number,
+};
+const INTEGER: FieldType = FieldType {
+    expected: "an integer",
+    holds: Value::is_i64,
+};
+const UNSIGNED: FieldType = FieldType {
+    expected: "a non-negative integer",
+    holds: Value::is_u64,
+};
+
+/// A field name and its type.
+type Field = (&'static str, FieldType);
+
+/// The fields the report reads from a span or an `npushim_stats` event, with their types.
+/// A field that is present with another type would otherwise be read as 0.
+const SPAN_FIELDS: [Field; 4] = [
+    ("ts", NUMBER),
+    ("dur", NUMBER),
+    ("pid", INTEGER),
+    ("tid", INTEGER),
+];
+const SPAN_ARGS: [Field; 3] = [("count", UNSIGNED), ("ret", INTEGER), ("depth", UNSIGNED)];
+const STATS_ARGS: [Field; 2] = [("events", UNSIGNED), ("dropped", UNSIGNED)];
+
+/// The first field of `event` that has the wrong type, if any.
+fn malformed(event: &Event, fields: &[Field], args: &[Field]) -> Option<Malformed> {
+    let found = |map: &Map<String, Value>, list: &[Field]| {
+        list.iter().find_map(|&(field, kind)| {
+            map.get(field)
+                .filter(|v| !(kind.holds)(v))
+                .map(|v| Malformed {
+                    line: event.line,
+                    field,
+                    value: quoted(v),
+                    expected: kind.expected,
+                })
+        })
+    };
+    if let Some(bad) = found(&event.object, fields) {
+        return Some(bad);
+    }
+    match event.object.get("args") {
+        None => None,
+        Some(Value::Object(map)) => found(map, args),
+        Some(other) => Some(Malformed {
+            line: event.line,
+            field: "args",
+            value: quoted(other),
+            expected: "an object",
+        }),
+    }
 }
 
 /// Aggregates of one or more traces.
@@ -279,9 +375,10 @@ impl Report {
         Report::default()
     }
 
-    /// Streams `path` into the report. A warning (a trace without its `npushim` metadata)
-    /// is kept for the output and also returned so the caller can show it at once.
-    pub fn add_file(&mut self, path: &Path) -> Result<Option<String>, TraceError> {
+    /// Streams `path` into the report. Warnings (a trace without its `npushim` metadata,
+    /// events skipped as malformed) are kept for the output and also returned so the caller
+    /// can show them at once.
+    pub fn add_file(&mut self, path: &Path) -> Result<Vec<String>, TraceError> {
         let mut reader = TraceReader::open(path)?;
         let mut source = Source {
             path: path.display().to_string(),
@@ -291,10 +388,22 @@ impl Report {
             stats_events: None,
             dropped: 0,
             has_metadata: false,
+            malformed: 0,
+            first_malformed: None,
         };
         let mut npushim_spans = 0u64;
         let mut stats: BTreeMap<Option<i64>, (u64, u64)> = BTreeMap::new();
         while let Some(event) = reader.next_event()? {
+            let bad = match event.ph() {
+                "X" => malformed(&event, &SPAN_FIELDS, &SPAN_ARGS),
+                "M" if event.name() == "npushim_stats" => malformed(&event, &[], &STATS_ARGS),
+                _ => None,
+            };
+            if let Some(bad) = bad {
+                source.malformed += 1;
+                source.first_malformed.get_or_insert(bad);
+                continue;
+            }
             match event.ph() {
                 "X" => {
                     source.spans += 1;
@@ -332,7 +441,17 @@ impl Report {
         }
         source.ending = reader.ending();
         source.events = reader.events();
-        let mut warning = None;
+        let mut warnings = Vec::new();
+        if let Some(first) = &source.first_malformed {
+            let text = format!(
+                "{} events skipped as malformed (first: {}) ({})",
+                source.malformed,
+                first.describe(),
+                path.display()
+            );
+            self.warnings.push(text.clone());
+            warnings.push(text);
+        }
         if !source.has_metadata {
             if npushim_spans == 0 {
                 return Err(TraceError {
@@ -346,10 +465,10 @@ impl Report {
                 path.display()
             );
             self.warnings.push(text.clone());
-            warning = Some(text);
+            warnings.push(text);
         }
         self.sources.push(source);
-        Ok(warning)
+        Ok(warnings)
     }
 
     fn add_span(&mut self, event: &Event) {
@@ -453,6 +572,11 @@ impl Report {
                     "has_npushim_metadata": s.has_metadata,
                     "stats_events": s.stats_events,
                     "dropped": s.dropped,
+                    "malformed": s.malformed,
+                    "first_malformed": s.first_malformed.as_ref().map(|m| json!({
+                        "line": m.line, "field": m.field, "value": m.value,
+                        "expected": m.expected,
+                    })),
                 })
             })
             .collect();
@@ -526,6 +650,7 @@ impl Report {
             "processes_omitted": self.processes_omitted,
             "spans": self.spans,
             "dropped": self.sources.iter().map(|s| s.dropped).sum::<u64>(),
+            "malformed": self.sources.iter().map(|s| s.malformed).sum::<u64>(),
             "by_api": by_api,
             "by_kind": by_kind,
             "errors": errors,
@@ -561,6 +686,14 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "  warning: no npushim metadata line; spans read anyway"
+                );
+            }
+            if let Some(first) = &source.first_malformed {
+                let _ = writeln!(
+                    out,
+                    "  warning: {} events skipped as malformed, not counted below (first: {})",
+                    source.malformed,
+                    first.describe()
                 );
             }
         }
