@@ -930,10 +930,8 @@ impl MemMap {
         } else {
             self.replace_chunk(w, i, &[&entries[..j], &entries[j + 1..]])
         };
-        if ok.is_none() {
-            // Out of memory: the entry stays live (an allocation over it replaces it).
-            return None;
-        }
+        // Out of memory: the entry stays live (an allocation over it replaces it).
+        ok?;
         w.live -= 1;
         if remember {
             w.closed.push_back((start, w.next_seq));
@@ -1190,43 +1188,59 @@ fn bench_map(live: usize) -> Box<MemMap> {
 }
 
 /// Nanoseconds per `classify_pair` (one copy's two pointers, both inside live
-/// allocations) with `live` allocations.
-pub fn bench_classify(live: usize, iters: u64) -> f64 {
+/// allocations) with `live` allocations. `spread` pointers drawn at random over all of
+/// them (the cache-cold worst case) when true, else a copy loop over 8 buffers.
+pub fn bench_classify(live: usize, iters: u64, spread: bool) -> f64 {
     let map = bench_map(live);
     let live = live.max(1) as u64;
     let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let started = Instant::now();
-    for _ in 0..iters {
+    let mut pairs = Vec::with_capacity(4096);
+    for _ in 0..4096 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let a = 0x1_0000_0000 + (x % live) * 0x10_0000 + (x >> 45);
-        let b = 0x1_0000_0000 + ((x >> 20) % live) * 0x10_0000 + (x & 0x7_FFFF);
+        let pick = |v: u64| if spread { v % live } else { v % live.min(8) };
+        let a = 0x1_0000_0000 + pick(x) * 0x10_0000 + (x >> 45);
+        let b = 0x1_0000_0000 + pick(x >> 20) * 0x10_0000 + (x & 0x7_FFFF);
+        pairs.push((a, b));
+    }
+    let started = Instant::now();
+    for k in 0..iters {
+        let (a, b) = pairs[(k & 4095) as usize];
         std::hint::black_box(map.classify_pair(std::hint::black_box(a), b));
     }
     started.elapsed().as_nanos() as f64 / iters.max(1) as f64
 }
 
-/// Nanoseconds per insert and per remove (in scattered address order) with `live`
-/// allocations already tracked.
+/// Nanoseconds per insert and per remove with `live` allocations tracked: batches of 64
+/// allocations at scattered addresses among them, then their frees.
 pub fn bench_insert_remove(live: usize, iters: u64) -> (f64, f64) {
     let map = bench_map(live);
-    let base = 0x1_0000_0000 + live as u64 * 0x10_0000 + 0x1000_0000;
-    let slots = iters.max(1).next_power_of_two();
-    // An odd multiplier permutes the slots: every address is distinct.
-    let addr = |k: u64| base + (k.wrapping_mul(0x9E37_79B9) & (slots - 1)) * 0x1000;
-    let started = Instant::now();
-    for k in 0..iters {
-        map.insert(addr(k), 0x800, Location::Pinned, k, 1, 0);
+    let span = live.max(1) as u64 * 0x10_0000;
+    // Inside the gaps between the live allocations (each MiB's upper half).
+    let addr = |k: u64| {
+        let slot = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        0x1_0000_0000 + (slot * 0x10_0000) % span + 0x8_0000 + (k % 64) * 0x1000
+    };
+    let (mut inserting, mut removing) = (Duration::ZERO, Duration::ZERO);
+    let batches = iters.div_ceil(64);
+    for batch in 0..batches {
+        let started = Instant::now();
+        for k in batch * 64..batch * 64 + 64 {
+            map.insert(addr(k), 0x800, Location::Pinned, k, 1, 0);
+        }
+        inserting += started.elapsed();
+        let started = Instant::now();
+        for k in batch * 64..batch * 64 + 64 {
+            map.remove(addr(k));
+        }
+        removing += started.elapsed();
     }
-    let inserted = started.elapsed().as_nanos() as f64;
-    let started = Instant::now();
-    for k in 0..iters {
-        map.remove(addr(k));
-    }
-    let removed = started.elapsed().as_nanos() as f64;
-    let n = iters.max(1) as f64;
-    (inserted / n, removed / n)
+    let n = (batches * 64) as f64;
+    (
+        inserting.as_nanos() as f64 / n,
+        removing.as_nanos() as f64 / n,
+    )
 }
 
 #[cfg(test)]
@@ -1423,7 +1437,10 @@ mod tests {
             }
         }
         assert!(map.untracked() >= 1);
-        assert!(map.remove(99 * 0x1000).is_some(), "reserves the closed ring");
+        assert!(
+            map.remove(99 * 0x1000).is_some(),
+            "reserves the closed ring"
+        );
         FAIL_ALLOCS.with(|f| f.set(1));
         assert_eq!(map.remove(0), None);
         FAIL_ALLOCS.with(|f| f.set(0));
@@ -1562,7 +1579,7 @@ mod tests {
                         let k = x % 4000;
                         let ptr = k * MIB + (x >> 50);
                         let c = map.classify(ptr);
-                        if k % 2 == 0 {
+                        if k.is_multiple_of(2) {
                             let a = c.alloc.expect("permanent allocation");
                             assert_eq!(a.start, k * MIB);
                             assert!(!c.freed);
@@ -1720,10 +1737,12 @@ mod tests {
     #[ignore]
     fn measure() {
         for live in [0usize, 100, 10_000, 100_000] {
-            let pair = bench_classify(live, 20_000_000);
-            let (ins, rem) = bench_insert_remove(live, 100_000);
+            let hot = bench_classify(live, 20_000_000, false);
+            let spread = bench_classify(live, 20_000_000, true);
+            let (ins, rem) = bench_insert_remove(live, 200_000);
             println!(
-                "live {live:>6}: classify_pair {pair:.1} ns, insert {ins:.0} ns, remove {rem:.0} ns"
+                "live {live:>6}: classify_pair {hot:.1} ns (8 buffers), {spread:.1} ns (all), \
+                 insert {ins:.0} ns, remove {rem:.0} ns"
             );
         }
     }
