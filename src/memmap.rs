@@ -423,6 +423,9 @@ pub struct MemMap {
     frozen: AtomicBool,
     cap: usize,
     root: AtomicPtr<Top>,
+    /// Unique number of the last completed write (0: none yet); keys the per-thread
+    /// answers of `hot`.
+    generation: AtomicU64,
     epoch: AtomicU64,
     stripes: [Stripe; STRIPES],
     writer: FlagLock<Writer>,
@@ -451,6 +454,112 @@ fn cache_slot(region: u64) -> usize {
     (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
 }
 
+/// Source of write generations, unique across maps (so a map built where a dropped one
+/// lived never matches the dropped one's cached answers).
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Each thread's last few answers of the map, valid while the map's generation is the one
+/// they were computed at: a copy loop over the same buffers classifies without searching
+/// or registering as a reader. Thread-local atomics without a destructor; a sequence word
+/// (odd while being written) makes a signal handler that interrupts an update on the same
+/// thread miss instead of reading a torn answer.
+mod hot {
+    use super::Entry;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed, compiler_fence};
+
+    const SLOTS: usize = 8;
+    const WORDS: usize = 11;
+
+    pub(super) struct Hot {
+        seq: AtomicU64,
+        next: AtomicU64,
+        slots: [[AtomicU64; WORDS]; SLOTS],
+    }
+
+    thread_local! {
+        static HOT: Hot = const {
+            Hot {
+                seq: AtomicU64::new(0),
+                next: AtomicU64::new(0),
+                slots: [const { [const { AtomicU64::new(0) }; WORDS] }; SLOTS],
+            }
+        };
+    }
+
+    /// `Some(answer)` if this thread knows the answer for `ptr` at `generation`.
+    #[inline]
+    pub(super) fn get(map: u64, generation: u64, ptr: u64) -> Option<Option<Entry>> {
+        if generation == 0 {
+            return None;
+        }
+        HOT.try_with(|h| {
+            let seq = h.seq.load(Relaxed);
+            if seq & 1 == 1 {
+                return None;
+            }
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            let w = h.slots.iter().find(|w| {
+                w[1].load(Relaxed) == generation
+                    && w[0].load(Relaxed) == map
+                    && ptr >= w[2].load(Relaxed)
+                    && ptr < w[3].load(Relaxed)
+            })?;
+            let found = (w[4].load(Relaxed) != 0).then(|| {
+                let ids = w[9].load(Relaxed);
+                let tags = w[10].load(Relaxed);
+                Entry {
+                    start: w[5].load(Relaxed),
+                    size: w[6].load(Relaxed),
+                    ts: w[7].load(Relaxed),
+                    closed_seq: w[8].load(Relaxed),
+                    tid: ids as u32 as i32,
+                    device: (ids >> 32) as u32,
+                    loc: tags as u8,
+                    hook: (tags >> 8) as u8,
+                }
+            });
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            (h.seq.load(Relaxed) == seq).then_some(found)
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Remembers that `found` answers every pointer in `[lo, hi)` at `generation`.
+    #[inline]
+    pub(super) fn put(map: u64, generation: u64, lo: u64, hi: u64, found: Option<Entry>) {
+        if generation == 0 {
+            return;
+        }
+        let _ = HOT.try_with(|h| {
+            let seq = h.seq.load(Relaxed);
+            if seq & 1 == 1 {
+                return;
+            }
+            h.seq.store(seq + 1, Relaxed);
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            let k = h.next.load(Relaxed);
+            h.next.store(k.wrapping_add(1), Relaxed);
+            let w = &h.slots[(k as usize) % SLOTS];
+            let e = found.unwrap_or(Entry::new(0, 0, super::Location::Pinned, 0, 0, 0));
+            w[1].store(0, Relaxed);
+            w[0].store(map, Relaxed);
+            w[2].store(lo, Relaxed);
+            w[3].store(hi, Relaxed);
+            w[4].store(u64::from(found.is_some()), Relaxed);
+            w[5].store(e.start, Relaxed);
+            w[6].store(e.size, Relaxed);
+            w[7].store(e.ts, Relaxed);
+            w[8].store(e.closed_seq, Relaxed);
+            w[9].store(u64::from(e.tid as u32) | u64::from(e.device) << 32, Relaxed);
+            w[10].store(u64::from(e.loc) | u64::from(e.hook) << 8, Relaxed);
+            w[1].store(generation, Relaxed);
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            h.seq.store(seq + 2, Relaxed);
+        });
+    }
+}
+
 impl MemMap {
     /// An empty map tracking at most `cap` live allocations.
     pub const fn with_cap(cap: usize) -> MemMap {
@@ -459,6 +568,7 @@ impl MemMap {
             frozen: AtomicBool::new(false),
             cap,
             root: AtomicPtr::new(ptr::null_mut()),
+            generation: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             stripes: [const { Stripe::new() }; STRIPES],
             writer: FlagLock::new(Writer {
@@ -496,33 +606,67 @@ impl MemMap {
         }
     }
 
-    /// The entry (live or closed) containing `ptr`.
+    /// The entry (live or closed) containing `ptr`, and the interval around `ptr` over
+    /// which that answer holds (the entry itself, or the gap between two entries).
     #[inline]
-    fn find(&self, _guard: &ReadGuard<'_>, ptr: u64) -> Option<Entry> {
+    fn find(&self, _guard: &ReadGuard<'_>, ptr: u64) -> (Option<Entry>, u64, u64) {
         let top = self.root.load(Ordering::SeqCst);
         if top.is_null() {
-            return None;
+            return (None, 0, u64::MAX);
         }
         // SAFETY: `top` was published by a writer and, the guard being registered in an
         // epoch no later than its unlinking, is not freed before the guard drops.
         let top = unsafe { &*top };
-        let mut i = chunk_index(top, ptr);
+        let first = chunk_index(top, ptr);
+        let mut hi = top.los.get(first + 1).copied().unwrap_or(u64::MAX);
+        let mut i = first;
         loop {
             let c = top.chunks[i].load(Ordering::SeqCst);
             // SAFETY: as for `top`: a chunk reachable from a top we hold is freed only two
             // epochs after it was unlinked, after this reader has left.
             let entries = unsafe { &*c }.entries();
             let j = entries.partition_point(|e| e.start <= ptr);
+            if i == first && j < entries.len() {
+                hi = entries[j].start;
+            }
             if j > 0 {
                 let e = entries[j - 1];
-                return e.contains(ptr).then_some(e);
+                let end = e.start.saturating_add(e.size);
+                return if e.contains(ptr) {
+                    (Some(e), e.start, end)
+                } else {
+                    (None, end, hi)
+                };
             }
             // Entries starting in an earlier key range may extend over `ptr`.
             if i == 0 {
-                return None;
+                return (None, 0, hi);
             }
             i -= 1;
         }
+    }
+
+    /// The entry containing `ptr`: from this thread's recent answers if no write has
+    /// completed since, else by searching the published set.
+    #[inline]
+    fn lookup(&self, ptr: u64) -> Option<Entry> {
+        let id = self as *const MemMap as u64;
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(hit) = hot::get(id, generation, ptr) {
+            return hit;
+        }
+        let (found, lo, hi) = {
+            let guard = self.enter();
+            self.find(&guard, ptr)
+        };
+        hot::put(id, generation, lo, hi, found);
+        found
+    }
+
+    /// Marks the end of a write: answers cached before it are stale.
+    fn bump_generation(&self) {
+        let g = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        self.generation.store(g, Ordering::Release);
     }
 
     fn classify_entry(&self, found: Option<Entry>, ptr: u64) -> Classified {
@@ -549,24 +693,13 @@ impl MemMap {
         if !self.enabled.load(Ordering::Relaxed) {
             return Classified::UNKNOWN;
         }
-        let found = {
-            let guard = self.enter();
-            self.find(&guard, ptr)
-        };
-        self.classify_entry(found, ptr)
+        self.classify_entry(self.lookup(ptr), ptr)
     }
 
-    /// Both pointers of a copy under one reader registration.
+    /// Both pointers of a copy.
     #[inline]
     pub fn classify_pair(&self, a: u64, b: u64) -> (Classified, Classified) {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return (Classified::UNKNOWN, Classified::UNKNOWN);
-        }
-        let (fa, fb) = {
-            let guard = self.enter();
-            (self.find(&guard, a), self.find(&guard, b))
-        };
-        (self.classify_entry(fa, a), self.classify_entry(fb, b))
+        (self.classify(a), self.classify(b))
     }
 
     /// The runtime's answer for an untracked pointer, cached per 2 MiB region.
@@ -857,9 +990,15 @@ impl MemMap {
         let Some(mut w) = self.lock_writer() else {
             return false;
         };
-        let w = &mut *w;
+        let tracked = self.insert_with(&mut w, entry);
+        // After publishing: an answer fetched before this is not cached (slot epochs).
+        self.invalidate(entry.start, entry.span_end());
+        self.bump_generation();
+        tracked
+    }
+
+    fn insert_with(&self, w: &mut Writer, entry: Entry) -> bool {
         let end = entry.span_end();
-        self.invalidate(entry.start, end);
         // The runtime handed out this memory, so whatever the map holds over it was freed
         // (a free seen late, or a closed range now reused): drop it.
         loop {
@@ -907,7 +1046,15 @@ impl MemMap {
             return None;
         }
         let mut w = self.lock_writer()?;
-        let w = &mut *w;
+        let closed = self.remove_with(&mut w, start);
+        if let Some(a) = closed {
+            self.invalidate(a.start, a.start.saturating_add(a.size.max(1)));
+        }
+        self.bump_generation();
+        closed
+    }
+
+    fn remove_with(&self, w: &mut Writer, start: u64) -> Option<AllocInfo> {
         let top_ptr = self.root.load(Ordering::SeqCst);
         if top_ptr.is_null() {
             return None;
@@ -919,12 +1066,13 @@ impl MemMap {
         let entries = unsafe { &*top.chunks[i].load(Ordering::SeqCst) }.entries();
         let j = entries.partition_point(|e| e.start < start);
         let e = *entries.get(j).filter(|e| e.start == start && e.is_live())?;
-        self.invalidate(e.start, e.span_end());
         let mut closed = e;
         closed.closed_seq = w.next_seq;
+        // Unregistered host memory is not freed: it is pageable again, never `freed`.
         // The closing order is kept in a ring reserved once; without it, no `freed`.
-        let remember = w.closed.capacity() > CLOSED_KEPT
-            || (!injected_oom() && w.closed.try_reserve_exact(CLOSED_KEPT + 1).is_ok());
+        let remember = e.loc != LOC_REGISTERED
+            && (w.closed.capacity() > CLOSED_KEPT
+                || (!injected_oom() && w.closed.try_reserve_exact(CLOSED_KEPT + 1).is_ok()));
         let ok = if remember {
             self.replace_chunk(w, i, &[&entries[..j], &[closed], &entries[j + 1..]])
         } else {
@@ -1189,7 +1337,7 @@ fn bench_map(live: usize) -> Box<MemMap> {
 
 /// Nanoseconds per `classify_pair` (one copy's two pointers, both inside live
 /// allocations) with `live` allocations. `spread` pointers drawn at random over all of
-/// them (the cache-cold worst case) when true, else a copy loop over 8 buffers.
+/// them (the cache-cold worst case) when true, else a copy loop over 4 buffers.
 pub fn bench_classify(live: usize, iters: u64, spread: bool) -> f64 {
     let map = bench_map(live);
     let live = live.max(1) as u64;
@@ -1199,7 +1347,7 @@ pub fn bench_classify(live: usize, iters: u64, spread: bool) -> f64 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let pick = |v: u64| if spread { v % live } else { v % live.min(8) };
+        let pick = |v: u64| if spread { v % live } else { v % live.min(4) };
         let a = 0x1_0000_0000 + pick(x) * 0x10_0000 + (x >> 45);
         let b = 0x1_0000_0000 + pick(x >> 20) * 0x10_0000 + (x & 0x7_FFFF);
         pairs.push((a, b));
@@ -1322,6 +1470,49 @@ mod tests {
         assert!(dev(&map, 0x1000, 0x2000));
         assert_eq!(map.classify(0x1450).kind, MemKind::Device);
         assert_eq!((map.live(), map.closed()), (1, 0));
+    }
+
+    #[test]
+    fn recent_answers_follow_every_write() {
+        let map = MemMap::new();
+        assert!(dev(&map, 0x10_0000, 0x1000));
+        assert!(dev(&map, 0x30_0000, 0x1000));
+        for _ in 0..3 {
+            assert_eq!(map.classify(0x10_0010).kind, MemKind::Device);
+            assert_eq!(map.classify(0x20_0000), Classified::UNKNOWN, "a gap");
+        }
+        assert!(map.insert(0x20_0000, 0x10, Location::Pinned, 0, 0, 0));
+        assert_eq!(
+            map.classify(0x20_0000).kind,
+            MemKind::Pinned,
+            "the gap is filled"
+        );
+        assert!(map.remove(0x10_0000).is_some());
+        assert!(map.classify(0x10_0010).freed, "the entry is closed");
+        // A new map where the old one lived does not see the old one's answers.
+        let boxed = Box::new(MemMap::new());
+        assert!(dev(&boxed, 0x50_0000, 0x10));
+        assert_eq!(boxed.classify(0x50_0000).kind, MemKind::Device);
+        let at = &*boxed as *const MemMap;
+        drop(boxed);
+        let again = Box::new(MemMap::new());
+        assert!(again.insert(0x40_0000, 0x10, Location::Pinned, 0, 0, 0));
+        if &*again as *const MemMap == at {
+            assert_eq!(again.classify(0x50_0000), Classified::UNKNOWN);
+        }
+    }
+
+    #[test]
+    fn unregistered_memory_is_not_freed() {
+        let map = MemMap::new();
+        map.set_attributes_source(|_| Some(MemKind::Pageable));
+        assert_eq!(map.classify(0x4000_0010).kind, MemKind::Pageable);
+        assert!(map.insert(0x4000_0000, 0x1000, Location::Registered, 0, 0, 5));
+        assert_eq!(map.classify(0x4000_0010).kind, MemKind::Registered);
+        assert!(map.remove(0x4000_0000).is_some());
+        let c = map.classify(0x4000_0010);
+        assert_eq!((c.kind, c.freed), (MemKind::Pageable, false));
+        assert_eq!((map.live(), map.closed()), (0, 0));
     }
 
     #[test]
@@ -1732,6 +1923,20 @@ mod tests {
         assert_eq!(map.classify(0x1000_0000 - 0x100).kind, MemKind::Device);
     }
 
+    #[test]
+    #[ignore]
+    fn measure_hot_classify_at_10000() {
+        let hot = bench_classify(10_000, 50_000_000, false);
+        println!("live  10000: classify_pair {hot:.1} ns (4 buffers)");
+    }
+
+    #[test]
+    #[ignore]
+    fn measure_writes_at_10000() {
+        let (ins, rem) = bench_insert_remove(10_000, 400_000);
+        println!("live  10000: insert {ins:.0} ns, remove {rem:.0} ns");
+    }
+
     /// `cargo test --release --lib memmap::tests::measure -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -1741,7 +1946,7 @@ mod tests {
             let spread = bench_classify(live, 20_000_000, true);
             let (ins, rem) = bench_insert_remove(live, 200_000);
             println!(
-                "live {live:>6}: classify_pair {hot:.1} ns (8 buffers), {spread:.1} ns (all), \
+                "live {live:>6}: classify_pair {hot:.1} ns (4 buffers), {spread:.1} ns (all), \
                  insert {ins:.0} ns, remove {rem:.0} ns"
             );
         }
