@@ -43,8 +43,9 @@ use crate::sync::{FlagGuard, FlagLock};
 pub const MAX_LIVE: usize = 1_000_000;
 /// Closed ranges remembered for the `freed` rule (SPEC §9).
 pub const CLOSED_KEPT: usize = 4096;
-/// Entries per chunk: a chunk copy is `CHUNK * 48` bytes.
-const CHUNK: usize = 32;
+/// Entries per chunk: a chunk is `8 + CHUNK * 40` bytes, small enough for the
+/// allocator's per-thread cache.
+const CHUNK: usize = 24;
 /// Reader stripes (one cache line pair each).
 const STRIPES: usize = 32;
 /// Retired objects that trigger a reclamation attempt.
@@ -195,9 +196,10 @@ struct Entry {
     start: u64,
     size: u64,
     ts: u64,
-    /// 0 while live; the closing sequence number once freed.
-    closed_seq: u64,
     tid: i32,
+    /// 0 while live; the closing sequence number once freed (wraps: it only has to
+    /// differ between the closings of one start address within 2^32 frees).
+    closed_seq: u32,
     device: u32,
     loc: u8,
     hook: u8,
@@ -410,8 +412,8 @@ enum Retired {
 struct Writer {
     live: usize,
     /// (start, closing sequence) of the closed ranges, oldest first.
-    closed: VecDeque<(u64, u64)>,
-    next_seq: u64,
+    closed: VecDeque<(u64, u32)>,
+    next_seq: u32,
     /// Unlinked objects and the epoch at which they were unlinked.
     retired: Vec<(u64, Retired)>,
 }
@@ -511,7 +513,7 @@ mod hot {
                     start: w[5].load(Relaxed),
                     size: w[6].load(Relaxed),
                     ts: w[7].load(Relaxed),
-                    closed_seq: w[8].load(Relaxed),
+                    closed_seq: w[8].load(Relaxed) as u32,
                     tid: ids as u32 as i32,
                     device: (ids >> 32) as u32,
                     loc: tags as u8,
@@ -550,7 +552,7 @@ mod hot {
             w[5].store(e.start, Relaxed);
             w[6].store(e.size, Relaxed);
             w[7].store(e.ts, Relaxed);
-            w[8].store(e.closed_seq, Relaxed);
+            w[8].store(u64::from(e.closed_seq), Relaxed);
             w[9].store(u64::from(e.tid as u32) | u64::from(e.device) << 32, Relaxed);
             w[10].store(u64::from(e.loc) | u64::from(e.hook) << 8, Relaxed);
             w[1].store(generation, Relaxed);
@@ -1083,7 +1085,7 @@ impl MemMap {
         w.live -= 1;
         if remember {
             w.closed.push_back((start, w.next_seq));
-            w.next_seq += 1;
+            w.next_seq = w.next_seq.wrapping_add(1).max(1);
             while w.closed.len() > CLOSED_KEPT {
                 let Some((old, seq)) = w.closed.pop_front() else {
                     break;
@@ -1096,7 +1098,7 @@ impl MemMap {
     }
 
     /// Drops the closed range `(start, seq)` if it is still there.
-    fn forget_closed(&self, w: &mut Writer, start: u64, seq: u64) {
+    fn forget_closed(&self, w: &mut Writer, start: u64, seq: u32) {
         let Some(top) = self.top_for_write() else {
             return;
         };
@@ -1497,7 +1499,7 @@ mod tests {
         drop(boxed);
         let again = Box::new(MemMap::new());
         assert!(again.insert(0x40_0000, 0x10, Location::Pinned, 0, 0, 0));
-        if &*again as *const MemMap == at {
+        if std::ptr::eq(&*again, at) {
             assert_eq!(again.classify(0x50_0000), Classified::UNKNOWN);
         }
     }
