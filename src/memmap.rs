@@ -508,10 +508,10 @@ mod hot {
             }
             compiler_fence(std::sync::atomic::Ordering::SeqCst);
             let w = h.slots.iter().find(|w| {
-                w[1].load(Relaxed) == generation
-                    && w[0].load(Relaxed) == map
-                    && ptr >= w[2].load(Relaxed)
+                ptr >= w[2].load(Relaxed)
                     && ptr < w[3].load(Relaxed)
+                    && w[1].load(Relaxed) == generation
+                    && w[0].load(Relaxed) == map
             })?;
             let found = (w[4].load(Relaxed) != 0).then(|| {
                 let ids = w[9].load(Relaxed);
