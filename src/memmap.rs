@@ -161,8 +161,6 @@ pub struct Classified {
     pub alloc: Option<AllocInfo>,
     /// The pointer lies in a recently freed range that no allocation has covered since.
     pub freed: bool,
-    /// That freed allocation, when `freed`.
-    pub freed_alloc: Option<AllocInfo>,
 }
 
 impl Classified {
@@ -170,7 +168,6 @@ impl Classified {
         kind: MemKind::Unknown,
         alloc: None,
         freed: false,
-        freed_alloc: None,
     };
 
     fn of_kind(kind: MemKind) -> Classified {
@@ -684,13 +681,11 @@ impl MemMap {
                 kind: e.location().kind(),
                 alloc: Some(e.info()),
                 freed: false,
-                freed_alloc: None,
             },
             Some(e) => Classified {
                 kind: e.location().kind(),
                 alloc: None,
                 freed: true,
-                freed_alloc: Some(e.info()),
             },
             None => Classified::of_kind(self.attributes(ptr)),
         }
@@ -709,6 +704,15 @@ impl MemMap {
     #[inline]
     pub fn classify_pair(&self, a: u64, b: u64) -> (Classified, Classified) {
         (self.classify(a), self.classify(b))
+    }
+
+    /// The freed allocation `ptr` lies in (for the `freed` diagnostic; `classify` says
+    /// only whether there is one, to stay small on the hot path).
+    pub fn freed_alloc(&self, ptr: u64) -> Option<AllocInfo> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.lookup(ptr).filter(|e| !e.is_live()).map(|e| e.info())
     }
 
     /// The runtime's answer for an untracked pointer, cached per 2 MiB region.
@@ -1291,7 +1295,12 @@ pub fn classify(ptr: u64) -> Classified {
     MAP.classify(ptr)
 }
 
-/// A copy's two pointers under one reader registration.
+/// A freed allocation's details, for the `freed` diagnostic.
+pub fn freed_alloc(ptr: u64) -> Option<AllocInfo> {
+    MAP.freed_alloc(ptr)
+}
+
+/// A copy's two pointers.
 #[inline]
 pub fn classify_pair(src: u64, dst: u64) -> (Classified, Classified) {
     MAP.classify_pair(src, dst)
@@ -1469,7 +1478,8 @@ mod tests {
         assert!(c.freed);
         assert_eq!(c.alloc, None);
         assert_eq!(c.kind, MemKind::Device);
-        assert_eq!(c.freed_alloc, Some(info));
+        assert_eq!(map.freed_alloc(0x1800), Some(info));
+        assert_eq!(map.freed_alloc(0x2800), None);
         // A smaller allocation over part of it: the whole closed range is forgotten.
         assert!(map.insert(0x1400, 0x100, Location::Pinned, 0, 0, 0));
         assert_eq!(map.classify(0x1800), Classified::UNKNOWN);
@@ -1807,7 +1817,7 @@ mod tests {
                             let a = c.alloc.expect("permanent allocation");
                             assert_eq!(a.start, k * MIB);
                             assert!(!c.freed);
-                        } else if let Some(a) = c.alloc.or(c.freed_alloc) {
+                        } else if let Some(a) = c.alloc.or_else(|| map.freed_alloc(ptr)) {
                             assert_eq!(a.start, k * MIB, "churned range, right one");
                             assert_eq!(a.location, Location::Pinned);
                         }
