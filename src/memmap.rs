@@ -57,6 +57,9 @@ const CHUNK: usize = 24;
 const STRIPES: usize = 32;
 /// Retired objects that trigger a reclamation attempt.
 const RECLAIM_AT: usize = 32;
+/// Bytes of unlinked memory beyond which the map stops tracking (memory stays bounded
+/// even if a reader never leaves).
+const RETIRED_MAX_BYTES: usize = 64 << 20;
 /// Attributes cache slots (direct-mapped by 2 MiB region).
 const CACHE_SLOTS: usize = 1024;
 const REGION_SHIFT: u32 = 21;
@@ -412,6 +415,20 @@ enum Retired {
     Chunk(*mut Chunk),
 }
 
+impl Retired {
+    /// Memory the object holds.
+    fn bytes(&self) -> usize {
+        match *self {
+            // SAFETY: a retired top is not freed before it leaves the retired list, and
+            // only the writer (holding the lock, as our callers do) reads its vectors.
+            Retired::Top(t) => unsafe {
+                size_of::<Top>() + (*t).los.capacity() * 8 + (*t).chunks.capacity() * 8
+            },
+            Retired::Chunk(_) => size_of::<Chunk>(),
+        }
+    }
+}
+
 /// State only writers touch, under the writer lock.
 struct Writer {
     live: usize,
@@ -420,12 +437,14 @@ struct Writer {
     next_seq: u32,
     /// Unlinked objects and the epoch at which they were unlinked.
     retired: Vec<(u64, Retired)>,
+    retired_bytes: usize,
 }
 
 /// The map. One global instance backs the free functions; tests build their own.
 pub struct MemMap {
     enabled: AtomicBool,
-    /// Writes are refused (counted) after a fork that caught the writer lock held.
+    /// Writes are refused (counted) after a fork that caught the writer lock held, or when
+    /// unlinked memory can no longer be freed.
     frozen: AtomicBool,
     cap: usize,
     root: AtomicPtr<Top>,
@@ -582,6 +601,7 @@ impl MemMap {
                 closed: VecDeque::new(),
                 next_seq: 1,
                 retired: Vec::new(),
+                retired_bytes: 0,
             }),
             fork_locked: AtomicBool::new(false),
             untracked: AtomicU64::new(0),
@@ -822,6 +842,7 @@ impl MemMap {
         let epoch = self.epoch.load(Ordering::SeqCst);
         // Room was reserved by `reserve_retired`; if it was not, leaking is the safe answer.
         if w.retired.len() < w.retired.capacity() {
+            w.retired_bytes += obj.bytes();
             w.retired.push((epoch, obj));
         }
     }
@@ -847,17 +868,25 @@ impl MemMap {
     }
 
     /// Frees what no reader can hold any more.
-    fn reclaim(&self, w: &mut Writer, force: bool) {
-        if w.retired.is_empty() || (!force && w.retired.len() < RECLAIM_AT) {
+    fn reclaim(&self, w: &mut Writer) {
+        if w.retired.len() < RECLAIM_AT {
             return;
         }
-        let oldest = w.retired.iter().map(|r| r.0).min().unwrap_or(0);
+        if w.retired_bytes > RETIRED_MAX_BYTES {
+            // A reader never left (its thread died inside `classify`): stop writing rather
+            // than grow without bound; the published set stays valid for readers.
+            self.frozen.store(true, Ordering::Release);
+        }
+        // Tags only grow, and `retain` keeps the order: the first is the oldest.
+        let oldest = w.retired.first().map_or(0, |r| r.0);
         while self.epoch.load(Ordering::SeqCst) < oldest + 2 && self.try_advance() {}
         let now = self.epoch.load(Ordering::SeqCst);
+        let mut freed = 0;
         w.retired.retain(|&(tag, ref obj)| {
             if tag + 2 > now {
                 return true;
             }
+            freed += obj.bytes();
             // SAFETY: unlinked at epoch `tag`; the epoch has since advanced twice, each
             // advance proving the readers of the parity it reused had left, so no reader
             // registered at or before `tag` remains (module header).
@@ -869,6 +898,7 @@ impl MemMap {
             }
             false
         });
+        w.retired_bytes -= freed;
     }
 
     /// Replaces chunk `i` of the published top by `parts` (which may exceed one chunk, or
@@ -1048,7 +1078,7 @@ impl MemMap {
         if tracked {
             w.live += 1;
         }
-        self.reclaim(w, false);
+        self.reclaim(w);
         tracked
     }
 
@@ -1104,7 +1134,7 @@ impl MemMap {
                 self.forget_closed(w, old, seq);
             }
         }
-        self.reclaim(w, false);
+        self.reclaim(w);
         Some(e.info())
     }
 
@@ -1509,10 +1539,31 @@ mod tests {
         let stuck = map.enter();
         churn(&map);
         assert!(retired(&map) > 1000);
+        assert!(!map.frozen.load(Ordering::SeqCst));
         // ...until it leaves.
         drop(stuck);
         churn(&map);
         assert!(retired(&map) < RECLAIM_AT + 4, "{}", retired(&map));
+    }
+
+    #[test]
+    fn a_reader_that_never_leaves_stops_tracking_not_memory() {
+        let map = MemMap::new();
+        assert!(dev(&map, 0x100_0000, 0x100));
+        std::mem::forget(map.enter());
+        let mut refused = None;
+        for k in 0..1_000_000u64 {
+            if !dev(&map, (k % 500) * 0x1000, 0x100) {
+                refused = Some(k);
+                break;
+            }
+            map.remove((k % 500) * 0x1000);
+        }
+        assert!(refused.is_some(), "tracking stops before memory runs away");
+        let bytes = map.writer.try_lock().expect("idle").retired_bytes;
+        assert!(bytes <= RETIRED_MAX_BYTES + 4096, "{bytes}");
+        assert_eq!(map.untracked(), 1);
+        assert_eq!(map.classify(0x100_0010).kind, MemKind::Device);
     }
 
     #[test]
