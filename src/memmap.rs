@@ -60,6 +60,8 @@ const RECLAIM_AT: usize = 32;
 /// Bytes of unlinked memory beyond which the map stops tracking (memory stays bounded
 /// even if a reader never leaves).
 const RETIRED_MAX_BYTES: usize = 64 << 20;
+/// Reclaimed chunks kept for reuse.
+const SPARE_CHUNKS: usize = 64;
 /// Attributes cache slots (direct-mapped by 2 MiB region).
 const CACHE_SLOTS: usize = 1024;
 const REGION_SHIFT: u32 = 21;
@@ -332,12 +334,17 @@ unsafe fn free_obj<T>(p: *mut T) {
     }
 }
 
-/// A new chunk holding the concatenation of `parts` (at most `CHUNK` entries).
-fn new_chunk(parts: &[&[Entry]]) -> Option<*mut Chunk> {
+/// A new chunk holding the concatenation of `parts` (at most `CHUNK` entries), from the
+/// writer's spare chunks when it has one.
+fn new_chunk(w: &mut Writer, parts: &[&[Entry]]) -> Option<*mut Chunk> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     debug_assert!(total <= CHUNK);
-    let c = try_alloc::<Chunk>()?;
-    // SAFETY: `c` is a fresh allocation of a `Chunk`; we write `len` and the first
+    let c = match w.spare.pop() {
+        Some(c) => c,
+        None => try_alloc::<Chunk>()?,
+    };
+    // SAFETY: `c` is a fresh allocation of a `Chunk`, or a spare one that no reader can
+    // reach any more (it went through reclamation); we write `len` and the first
     // `total <= CHUNK` entries through raw pointers without forming a reference to
     // uninitialised memory.
     unsafe {
@@ -438,6 +445,8 @@ struct Writer {
     /// Unlinked objects and the epoch at which they were unlinked.
     retired: Vec<(u64, Retired)>,
     retired_bytes: usize,
+    /// Reclaimed chunks kept for reuse (at most `SPARE_CHUNKS`), sparing the allocator.
+    spare: Vec<*mut Chunk>,
 }
 
 /// The map. One global instance backs the free functions; tests build their own.
@@ -602,6 +611,7 @@ impl MemMap {
                 next_seq: 1,
                 retired: Vec::new(),
                 retired_bytes: 0,
+                spare: Vec::new(),
             }),
             fork_locked: AtomicBool::new(false),
             untracked: AtomicU64::new(0),
@@ -808,10 +818,10 @@ impl MemMap {
     }
 
     /// The published top, creating the first one if there is none yet.
-    fn top_for_write(&self) -> Option<&Top> {
+    fn top_for_write(&self, w: &mut Writer) -> Option<&Top> {
         let mut t = self.root.load(Ordering::SeqCst);
         if t.is_null() {
-            let c = new_chunk(&[])?;
+            let c = new_chunk(w, &[])?;
             let Some(mut los) = try_vec(1) else {
                 // SAFETY: `c` was never published.
                 unsafe { free_obj(c) };
@@ -882,19 +892,25 @@ impl MemMap {
         while self.epoch.load(Ordering::SeqCst) < oldest + 2 && self.try_advance() {}
         let now = self.epoch.load(Ordering::SeqCst);
         let mut freed = 0;
+        if w.spare.capacity() < SPARE_CHUNKS && !injected_oom() {
+            let _ = w.spare.try_reserve_exact(SPARE_CHUNKS);
+        }
+        let spare = &mut w.spare;
         w.retired.retain(|&(tag, ref obj)| {
             if tag + 2 > now {
                 return true;
             }
             freed += obj.bytes();
-            // SAFETY: unlinked at epoch `tag`; the epoch has since advanced twice, each
-            // advance proving the readers of the parity it reused had left, so no reader
-            // registered at or before `tag` remains (module header).
-            unsafe {
-                match *obj {
-                    Retired::Top(t) => free_obj(t),
-                    Retired::Chunk(c) => free_obj(c),
+            match *obj {
+                Retired::Chunk(c) if spare.len() < spare.capacity().min(SPARE_CHUNKS) => {
+                    spare.push(c)
                 }
+                // SAFETY: unlinked at epoch `tag`; the epoch has since advanced twice, each
+                // advance proving the readers of the parity it reused had left, so no
+                // reader registered at or before `tag` remains (module header).
+                Retired::Chunk(c) => unsafe { free_obj(c) },
+                // SAFETY: as for a chunk.
+                Retired::Top(t) => unsafe { free_obj(t) },
             }
             false
         });
@@ -932,7 +948,7 @@ impl MemMap {
             return Some(());
         }
         if total <= CHUNK {
-            let c = new_chunk(parts)?;
+            let c = new_chunk(w, parts)?;
             top.chunks[i].store(c, Ordering::SeqCst);
             self.retire(w, Retired::Chunk(old));
             return Some(());
@@ -953,8 +969,8 @@ impl MemMap {
             unsafe { std::slice::from_raw_parts(all.as_ptr().cast::<Entry>(), total) };
         let appended = i + 1 == top.chunks.len() && parts.last().is_some_and(|p| p.len() == 1);
         let mid = if appended { CHUNK } else { total / 2 };
-        let left = new_chunk(&[&all[..mid]])?;
-        let Some(right) = new_chunk(&[&all[mid..]]) else {
+        let left = new_chunk(w, &[&all[..mid]])?;
+        let Some(right) = new_chunk(w, &[&all[mid..]]) else {
             // SAFETY: `left` was never published.
             unsafe { free_obj(left) };
             return None;
@@ -1045,7 +1061,7 @@ impl MemMap {
         // The runtime handed out this memory, so whatever the map holds over it was freed
         // (a free seen late, or a closed range now reused): drop it.
         loop {
-            let Some(top) = self.top_for_write() else {
+            let Some(top) = self.top_for_write(w) else {
                 return false;
             };
             let Some((i, j)) = Self::overlapping(top, entry.start, end) else {
@@ -1065,7 +1081,7 @@ impl MemMap {
             }
         }
         let tracked = w.live < self.cap && {
-            let Some(top) = self.top_for_write() else {
+            let Some(top) = self.top_for_write(w) else {
                 return false;
             };
             let i = chunk_index(top, entry.start);
@@ -1140,7 +1156,7 @@ impl MemMap {
 
     /// Drops the closed range `(start, seq)` if it is still there.
     fn forget_closed(&self, w: &mut Writer, start: u64, seq: u32) {
-        let Some(top) = self.top_for_write() else {
+        let Some(top) = self.top_for_write(w) else {
             return;
         };
         let i = chunk_index(top, start);
@@ -1278,10 +1294,13 @@ impl Default for MemMap {
 
 impl Drop for MemMap {
     fn drop(&mut self) {
-        let w = self
-            .writer
-            .try_lock()
-            .map(|mut g| std::mem::take(&mut g.retired));
+        let w = self.writer.try_lock().map(|mut g| {
+            for c in std::mem::take(&mut g.spare) {
+                // SAFETY: `&mut self`: spare chunks are unreachable and owned by the map.
+                unsafe { free_obj(c) };
+            }
+            std::mem::take(&mut g.retired)
+        });
         for (_, obj) in w.into_iter().flatten() {
             // SAFETY: `&mut self`: no reader or writer exists any more.
             unsafe {
