@@ -266,6 +266,8 @@ impl Entry {
     }
 }
 
+const _: () = assert!(size_of::<Entry>() == 40 && size_of::<Chunk>() <= 1024);
+
 /// An immutable sorted run of entries, shared by readers once published.
 struct Chunk {
     len: usize,
