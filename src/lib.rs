@@ -34,6 +34,7 @@ pub mod config;
 pub mod diag;
 pub mod fault;
 pub mod intercept;
+pub mod memmap;
 pub mod real;
 pub mod runtime;
 pub mod sync;
