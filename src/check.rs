@@ -7,12 +7,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::memmap::MemKind;
+
 use crate::abi::types::{
     ACL_ERROR_INVALID_PARAM, ACL_ERROR_RT_ADDR_UNALIGNED, ACL_ERROR_RT_FEATURE_NOT_SUPPORT,
     ACL_ERROR_RT_PARAM_INVALID, Api, Call, Class, HCCL_E_PARA, HCCL_E_PTR,
 };
 
-/// One rule of SPEC §4, in table order (which follows the runtime's own order of checks).
+/// One rule of SPEC §4. The order is the runtime's own order of checks for the error rules
+/// (strict mode returns the code of the first one broken), then the advice rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Rule {
@@ -20,20 +23,30 @@ pub enum Rule {
     Kind = 1,
     Size = 2,
     Align = 3,
-    H2h = 4,
-    Overlap = 5,
-    Link = 6,
+    Location = 4,
+    H2h = 5,
+    Bounds = 6,
+    Freed = 7,
+    Overlap = 8,
+    Link = 9,
+    Direction = 10,
+    Pageable = 11,
 }
 
 /// Every rule, in table order.
-pub const RULES: [Rule; 7] = [
+pub const RULES: [Rule; 12] = [
     Rule::Null,
     Rule::Kind,
     Rule::Size,
     Rule::Align,
+    Rule::Location,
     Rule::H2h,
+    Rule::Bounds,
+    Rule::Freed,
     Rule::Overlap,
     Rule::Link,
+    Rule::Direction,
+    Rule::Pageable,
 ];
 
 /// Required alignment of `src` and `dst` for `aclrtMemcpyAsync` (seed document: all models).
@@ -50,6 +63,11 @@ impl Rule {
             Rule::H2h => "h2h",
             Rule::Overlap => "overlap",
             Rule::Link => "link",
+            Rule::Location => "location",
+            Rule::Direction => "direction",
+            Rule::Pageable => "pageable",
+            Rule::Bounds => "bounds",
+            Rule::Freed => "freed",
         }
     }
 
@@ -60,7 +78,10 @@ impl Rule {
 
     /// Error rules block the call in strict mode; advice rules never do.
     pub const fn is_error(self) -> bool {
-        !matches!(self, Rule::Overlap | Rule::Link)
+        !matches!(
+            self,
+            Rule::Overlap | Rule::Link | Rule::Direction | Rule::Pageable
+        )
     }
 
     /// The code strict mode returns for a call of `api` that breaks this rule.
@@ -70,7 +91,12 @@ impl Rule {
             (Rule::Size, Api::Acl) => Some(ACL_ERROR_RT_PARAM_INVALID),
             (Rule::Align, Api::Acl) => Some(ACL_ERROR_RT_ADDR_UNALIGNED),
             (Rule::H2h, Api::Acl) => Some(ACL_ERROR_RT_FEATURE_NOT_SUPPORT),
-            (Rule::Null, Api::Hccl) => Some(HCCL_E_PTR),
+            (Rule::Location, Api::Acl)
+            | (Rule::Bounds, Api::Acl)
+            | (Rule::Freed, Api::Acl) => Some(ACL_ERROR_RT_PARAM_INVALID),
+            (Rule::Null, Api::Hccl) | (Rule::Bounds, Api::Hccl) | (Rule::Freed, Api::Hccl) => {
+                Some(HCCL_E_PTR)
+            }
             (Rule::Kind, Api::Hccl) | (Rule::Size, Api::Hccl) => Some(HCCL_E_PARA),
             _ => None,
         }
@@ -88,6 +114,20 @@ impl Rule {
             (Rule::H2h, _) => "asynchronous host-to-host copy (not supported on 910B/910C)",
             (Rule::Overlap, _) => "source and destination ranges overlap",
             (Rule::Link, _) => "linkType is not a known hccl::LinkType",
+            (Rule::Location, _) => {
+                "the kind contradicts where the memory lives (the runtime rejects it with 107000)"
+            }
+            (Rule::Direction, _) => {
+                "the kind contradicts where the memory lives; CANN 8.x corrects it silently, \
+                 older runtimes return 107000"
+            }
+            (Rule::Pageable, _) => {
+                "pageable host memory: the runtime synchronizes the stream and copies \
+                 synchronously, so this asynchronous copy blocked the host; allocate the buffer \
+                 with aclrtMallocHost or register it with aclrtHostRegister"
+            }
+            (Rule::Bounds, _) => "the copy runs past the end of its allocation",
+            (Rule::Freed, _) => "dst or src lies in an allocation that was freed",
         }
     }
 
@@ -104,8 +144,16 @@ impl RuleSet {
     pub const EMPTY: RuleSet = RuleSet(0);
     /// Every rule but `overlap`, which is opt-in (`+overlap`): overlapping copies are legal
     /// for some kinds and the check is pure advice.
-    pub const DEFAULT: RuleSet = RuleSet(0x7f & !Rule::Overlap.bit());
-    pub const ALL: RuleSet = RuleSet(0x7f);
+    pub const DEFAULT: RuleSet = RuleSet(RuleSet::ALL.0 & !Rule::Overlap.bit());
+    pub const ALL: RuleSet = RuleSet((1 << RULES.len()) - 1);
+    /// The rules that need to know where memory lives (SPEC §9).
+    pub const MEMORY: RuleSet = RuleSet(
+        Rule::Location.bit()
+            | Rule::Direction.bit()
+            | Rule::Pageable.bit()
+            | Rule::Bounds.bit()
+            | Rule::Freed.bit(),
+    );
 
     pub const fn contains(self, rule: Rule) -> bool {
         self.0 & rule.bit() != 0
@@ -200,7 +248,7 @@ impl fmt::Display for CheckConfigError {
         write!(
             f,
             "{} (expected off, warn or strict, optionally followed by rule toggles such as \
-             ',-align' or ',+overlap'; rules: null, kind, size, align, h2h, overlap, link)",
+             ',-align' or ',+overlap'; rules: null, kind, size, align, location, h2h, bounds, freed, overlap, link, direction, pageable)",
             self.0
         )
     }
@@ -271,6 +319,7 @@ pub fn extent(call: &Call, pitch: u64) -> u64 {
 fn obviously_clean(call: &Call) -> bool {
     match (call.api, call.hook.class()) {
         (_, Class::Wait) => true,
+        (_, class) if class.manages_memory() => true,
         (Api::Acl, Class::CopyAsync) => {
             call.count == 0
                 || (call.dst != 0
@@ -328,6 +377,7 @@ fn check_all(call: &Call, enabled: RuleSet) -> Violations {
     let class = call.hook.class();
     match (call.api, class) {
         (_, Class::Wait) => {}
+        (_, class) if class.manages_memory() => {}
         (Api::Acl, Class::SetAsync) => {
             if call.count == 0 {
                 return v;
@@ -402,6 +452,187 @@ fn check_all(call: &Call, enabled: RuleSet) -> Violations {
 fn ranges_overlap2(a: usize, a_len: u64, b: usize, b_len: u64) -> bool {
     let (a, b) = (a as u128, b as u128);
     a < b + b_len as u128 && b < a + a_len as u128
+}
+
+/// Where a copy's memory lives, as the memory map says (SPEC §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemView {
+    pub src: MemKind,
+    pub dst: MemKind,
+    /// The live allocation around each pointer: (start, size).
+    pub src_alloc: Option<(u64, u64)>,
+    pub dst_alloc: Option<(u64, u64)>,
+    /// The pointer lies in a freed allocation not reallocated since.
+    pub src_freed: bool,
+    pub dst_freed: bool,
+}
+
+impl MemView {
+    pub const UNKNOWN: MemView = MemView {
+        src: MemKind::Unknown,
+        dst: MemKind::Unknown,
+        src_alloc: None,
+        dst_alloc: None,
+        src_freed: false,
+        dst_freed: false,
+    };
+}
+
+/// Where one side of a copy lives, as the runtime's location/kind table sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// Pinned or registered host memory.
+    Host,
+    Pageable,
+    Device,
+}
+
+fn side(kind: MemKind) -> Option<Side> {
+    match kind {
+        MemKind::Pinned | MemKind::Registered => Some(Side::Host),
+        MemKind::Pageable => Some(Side::Pageable),
+        MemKind::Device => Some(Side::Device),
+        MemKind::Unknown => None,
+    }
+}
+
+const H2H: i32 = 0;
+const H2D: i32 = 1;
+const D2H: i32 = 2;
+const D2D: i32 = 3;
+const DEFAULT_KIND: i32 = 4;
+
+/// What the runtime's location/kind table (SPEC §9) makes of a copy's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KindVerdict {
+    /// Both sides known, kind 0–4: the kind the runtime uses, and whether the passed one
+    /// disagreed with a forced row (`direction`) or was rejected (`location`).
+    Effective {
+        kind: i32,
+        direction: bool,
+        location: bool,
+    },
+    /// A side is unknown, or the kind is not 0–4: the table does not apply.
+    NotApplicable,
+}
+
+/// The location/kind table of SPEC §9 for an ACL copy of `kind` between `view`'s sides.
+pub fn kind_verdict(kind: i32, view: &MemView) -> KindVerdict {
+    let (Some(src), Some(dst)) = (side(view.src), side(view.dst)) else {
+        return KindVerdict::NotApplicable;
+    };
+    if !(0..=4).contains(&kind) {
+        return KindVerdict::NotApplicable;
+    }
+    let forced = match (src, dst) {
+        (Side::Host, Side::Device) => Some(H2D),
+        (Side::Device, Side::Host) => Some(D2H),
+        (Side::Host, Side::Host) => Some(H2H),
+        (Side::Device, Side::Device) => Some(D2D),
+        _ => None,
+    };
+    if let Some(forced) = forced {
+        return KindVerdict::Effective {
+            kind: forced,
+            direction: kind != forced && kind != DEFAULT_KIND,
+            location: false,
+        };
+    }
+    let (default, accepted): (i32, &[i32]) = match (src, dst) {
+        (Side::Pageable, Side::Device) => (H2D, &[H2D, D2D]),
+        (Side::Device, Side::Pageable) => (D2H, &[D2H, D2D]),
+        (Side::Host, Side::Pageable) => (H2H, &[H2H, H2D]),
+        (Side::Pageable, Side::Host) => (H2H, &[H2H, D2H]),
+        _ => (H2H, &[H2H, H2D, D2H, D2D]),
+    };
+    if kind == DEFAULT_KIND {
+        return KindVerdict::Effective {
+            kind: default,
+            direction: false,
+            location: false,
+        };
+    }
+    KindVerdict::Effective {
+        kind,
+        direction: false,
+        location: !accepted.contains(&kind),
+    }
+}
+
+/// What [`check_with_memory`] finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemVerdict {
+    pub violations: Violations,
+    /// The kind the runtime uses, when it differs from the one passed.
+    pub effective_kind: Option<i32>,
+    /// The runtime turns this asynchronous copy into a synchronous one (pageable memory).
+    pub sync: bool,
+}
+
+/// The rules of `enabled` that `call` breaks, knowing where its memory lives: the rules of
+/// [`check`], with `h2h` judged on the effective kind, plus `location`, `direction`,
+/// `pageable`, `bounds` and `freed` (SPEC §4, §9).
+pub fn check_with_memory(call: &Call, view: &MemView, enabled: RuleSet) -> MemVerdict {
+    let mut v = check(call, enabled);
+    let class = call.hook.class();
+    let empty = call.count == 0 || (class.is_2d() && call.height == 0);
+    let mut verdict = MemVerdict {
+        violations: v,
+        effective_kind: None,
+        sync: false,
+    };
+    if empty || !class.moves_memory() {
+        return verdict;
+    }
+    let flag = |v: &mut RuleSet, rule: Rule, broken: bool| {
+        if broken && enabled.contains(rule) {
+            *v = v.with(rule);
+        }
+    };
+    let mut effective = None;
+    let copies = call.api == Api::Acl && class != Class::SetAsync;
+    if copies {
+        if let KindVerdict::Effective {
+            kind,
+            direction,
+            location,
+        } = kind_verdict(call.kind, view)
+        {
+            effective = Some(kind);
+            flag(&mut v, Rule::Location, location);
+            flag(&mut v, Rule::Direction, direction);
+            if class.is_async() {
+                // The seed's rule is about the kind the runtime ends up with.
+                v = v.without(Rule::H2h);
+                flag(&mut v, Rule::H2h, kind == H2H);
+                let pageable = view.src == MemKind::Pageable || view.dst == MemKind::Pageable;
+                verdict.sync = (kind == H2D || kind == D2H) && pageable;
+                flag(&mut v, Rule::Pageable, verdict.sync);
+            }
+        }
+    }
+    let dst_len = if class == Class::SetAsync {
+        call.count
+    } else {
+        extent(call, call.dest_max)
+    };
+    let src_len = extent(call, call.spitch);
+    let past = |ptr: usize, len: u64, alloc: Option<(u64, u64)>| {
+        alloc.is_some_and(|(start, size)| {
+            (ptr as u64).saturating_add(len) > start.saturating_add(size)
+        })
+    };
+    let mut bounds = past(call.dst, dst_len, view.dst_alloc);
+    let mut freed = view.dst_freed;
+    if class != Class::SetAsync {
+        bounds |= past(call.src, src_len, view.src_alloc);
+        freed |= view.src_freed;
+    }
+    flag(&mut v, Rule::Bounds, bounds);
+    flag(&mut v, Rule::Freed, freed);
+    verdict.violations = v;
+    verdict.effective_kind = effective.filter(|k| *k != call.kind);
+    verdict
 }
 
 /// In strict mode: the first violated error rule (table order) and the code to return.

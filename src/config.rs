@@ -37,6 +37,8 @@ pub const DEFAULT_TRACE: &str = "npushim-%p.json";
 pub struct Config {
     /// `NPUSHIM_DISABLE`: pure pass-through.
     pub disable: bool,
+    /// `NPUSHIM_MEMMAP`: keep the map of the program's allocations (SPEC §9).
+    pub memmap: bool,
     /// `NPUSHIM_TRACE`: path template, or `None` for `off`.
     pub trace: Option<String>,
     /// `NPUSHIM_TRACE_SINK`.
@@ -64,6 +66,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             disable: false,
+            memmap: true,
             trace: Some(DEFAULT_TRACE.to_string()),
             sink: Sink::Native,
             check: CheckConfig::default(),
@@ -79,8 +82,9 @@ impl Default for Config {
 }
 
 /// Every variable the configuration reads, except the rank variables.
-pub const VARS: [&str; 11] = [
+pub const VARS: [&str; 12] = [
     "NPUSHIM_DISABLE",
+    "NPUSHIM_MEMMAP",
     "NPUSHIM_LOG",
     "NPUSHIM_TRACE",
     "NPUSHIM_TRACE_SINK",
@@ -124,6 +128,7 @@ pub fn parse_seed(s: &str) -> Option<u64> {
 fn default_note(name: &str) -> &'static str {
     match name {
         "NPUSHIM_DISABLE" => "the shim stays enabled",
+        "NPUSHIM_MEMMAP" => "the memory map stays on",
         "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
         "NPUSHIM_TRACE" => "using npushim-%p.json",
         "NPUSHIM_TRACE_SINK" => "using native",
@@ -188,6 +193,15 @@ impl Config {
                 None => warnings.push(format!(
                     "NPUSHIM_DISABLE={v:?} is not a boolean (expected 1/0, true/false, yes/no, on/off); \
                      the shim stays enabled"
+                )),
+            }
+        }
+        if let Some(v) = get("NPUSHIM_MEMMAP") {
+            match parse_bool(&v) {
+                Some(b) => c.memmap = b,
+                None => warnings.push(format!(
+                    "NPUSHIM_MEMMAP={v:?} is not on or off (expected on/off, 1/0, true/false, \
+                     yes/no); the memory map stays on"
                 )),
             }
         }
@@ -285,6 +299,7 @@ mod tests {
     fn good_value(name: &str) -> &'static str {
         match name {
             "NPUSHIM_DISABLE" => "1",
+            "NPUSHIM_MEMMAP" => "off",
             "NPUSHIM_LOG" => "info",
             "NPUSHIM_TRACE" => "/tmp/t-%p.json",
             "NPUSHIM_TRACE_SINK" => "tracing-chrome",

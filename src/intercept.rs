@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use crate::abi::types::{Api, Call};
 use crate::boundary::guarded;
-use crate::check::{self, Mode, RuleSet};
+use crate::check::{self, MemView, Mode, RuleSet};
+use crate::memmap;
 use crate::fault::Decision;
-use crate::runtime;
-use crate::trace::{self, clock, record::FaultTag, record::Record};
+use crate::runtime::{self, Runtime};
+use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
+use crate::trace::{self, clock};
 
 thread_local! {
     /// This thread's place in the shim, as one word: the depth (how many intercepted calls
@@ -72,6 +74,7 @@ pub fn route(call: &Call) -> Route {
     };
     if !runtime::faults_active()
         && call.api == Api::Acl
+        && !call.hook.class().manages_memory()
         && !NESTING.load(Ordering::Relaxed)
         && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
     {
@@ -81,26 +84,90 @@ pub fn route(call: &Call) -> Route {
     }
 }
 
-/// [`Route::Record`]: forwards, then records the span. Recording cannot change the
-/// result: a panic in it is caught after the real call returned. (Not [`guarded`]: the
-/// record path's only cancellation points are in its cold branches, which hold
-/// cancellation off themselves, and this path is the one every traced call takes.)
+/// What the checks found for one call, with where its memory lives (SPEC §4, §9).
+#[derive(Clone, Copy, Debug)]
+struct Judged {
+    violations: RuleSet,
+    view: Option<MemView>,
+    effective_kind: Option<i32>,
+    sync: bool,
+}
+
+impl Judged {
+    const CLEAN: Judged = Judged {
+        violations: RuleSet::EMPTY,
+        view: None,
+        effective_kind: None,
+        sync: false,
+    };
+}
+
+/// Where a copy's two pointers live (the memory map's lock-free lookup).
+#[inline]
+fn memview(call: &Call) -> MemView {
+    let (src, dst) = memmap::classify_pair(call.src as u64, call.dst as u64);
+    let span = |c: &memmap::Classified| c.alloc.map(|a| (a.start, a.size));
+    MemView {
+        src: src.kind,
+        dst: dst.kind,
+        src_alloc: span(&src),
+        dst_alloc: span(&dst),
+        src_freed: src.freed,
+        dst_freed: dst.freed,
+    }
+}
+
+/// Checks `call` against the rules in force, with the memory map when it is on.
+#[inline]
+fn judge(call: &Call, rt: &Runtime) -> Judged {
+    let rules = if rt.check.mode == Mode::Off {
+        RuleSet::EMPTY
+    } else {
+        rt.check.rules
+    };
+    if memmap::is_enabled() && call.hook.class().moves_memory() {
+        let view = memview(call);
+        let m = check::check_with_memory(call, &view, rules);
+        return Judged {
+            violations: m.violations,
+            view: Some(view),
+            effective_kind: m.effective_kind,
+            sync: m.sync,
+        };
+    }
+    Judged {
+        violations: if rules.is_empty() {
+            RuleSet::EMPTY
+        } else {
+            check::check(call, rules)
+        },
+        ..Judged::CLEAN
+    }
+}
+
+/// [`Route::Record`]: forwards, then records the span; `None` (before forwarding) when the
+/// memory map finds a rule broken, so that the call takes the pipeline. Recording cannot
+/// change the result: a panic in it is caught after the real call returned. (Not
+/// [`guarded`]: the record path's only cancellation points are in its cold branches, which
+/// hold cancellation off themselves, and this path is the one every traced call takes.)
 #[inline(always)]
-pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> c_int {
+pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
+    let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
+        let judged = judge(call, runtime::get_initialised()?);
+        if !judged.violations.is_empty() {
+            return None;
+        }
+        judged
+    } else {
+        Judged::CLEAN
+    };
     let start = clock::now();
     let ret = forward();
     let end = clock::now();
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        trace::record(&to_record(
-            call,
-            start,
-            end,
-            ret,
-            RuleSet::EMPTY,
-            Decision::Forward,
-        ));
+        trace::record(&to_record(call, start, end, ret, &judged, Decision::Forward));
     }));
-    ret
+    Some(ret)
 }
 
 /// What the guarded stages decided for one call.
@@ -110,7 +177,7 @@ struct Plan<F> {
     /// The code to return without forwarding (strict check, `return` or `skip` fault).
     verdict: Option<c_int>,
     decision: Decision,
-    violations: RuleSet,
+    judged: Judged,
     /// Clock at entry, when the call is traced.
     start: Option<u64>,
 }
@@ -176,20 +243,74 @@ pub fn call<F: Copy>(
         }
         (None, None) => missing,
     };
+    let end = clock::now();
+    if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
+        if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
+            call.dst = ptr;
+        }
+    }
     if let Some(start) = plan.start {
         let _ = guarded(|| {
             crate::boundary::debug_panic(crate::boundary::Stage::Record);
             trace::record(&to_record(
                 &call,
                 start,
-                clock::now(),
+                end,
                 ret,
-                plan.violations,
+                &plan.judged,
                 plan.decision,
             ))
         });
     }
     ret
+}
+
+/// After a successful allocation, free, registration or unregistration: the memory map
+/// learns of it (SPEC §9). Returns the allocated pointer, read from the out-pointer the
+/// program passed (which the real function has just written).
+#[cold]
+fn note_memory(call: &Call, now: u64) -> Option<usize> {
+    use crate::abi::types::Class;
+    if !memmap::is_enabled() && !matches!(call.hook.class(), Class::AllocDevice | Class::AllocHost)
+    {
+        return None;
+    }
+    let tid = crate::trace::ring::thread_id();
+    match call.hook.class() {
+        Class::AllocDevice | Class::AllocHost => {
+            if call.out == 0 {
+                return None;
+            }
+            // SAFETY: `out` is the non-null `void **` the program passed to an allocation
+            // that just succeeded, which wrote the new pointer there; read as an integer.
+            let ptr = unsafe { (call.out as *const usize).read_unaligned() };
+            let location = if call.hook.class() == Class::AllocHost {
+                memmap::Location::Pinned
+            } else {
+                memmap::Location::Device(runtime::current_device())
+            };
+            if memmap::is_enabled() {
+                memmap::insert(ptr as u64, call.count, location, now, tid, call.hook as u8);
+            }
+            Some(ptr)
+        }
+        Class::Register => {
+            memmap::insert(
+                call.dst as u64,
+                call.count,
+                memmap::Location::Registered,
+                now,
+                tid,
+                call.hook as u8,
+            );
+            None
+        }
+        Class::Free | Class::Unregister => {
+            memmap::remove(call.dst as u64);
+            None
+        }
+        _ => None,
+    }
 }
 
 /// Forwards with nothing else (the fallback of every path that cannot run the pipeline).
@@ -216,11 +337,8 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
     }
     let start = trace::active().then(clock::now);
     crate::boundary::debug_panic(crate::boundary::Stage::Check);
-    let violations = if rt.check.mode == Mode::Off {
-        RuleSet::EMPTY
-    } else {
-        check::check(call, rt.check.rules)
-    };
+    let judged = judge(call, rt);
+    let violations = judged.violations;
     let mut verdict = None;
     if !violations.is_empty() {
         runtime::note_violations(rt, call, violations);
@@ -234,7 +352,7 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
         match decision {
             Decision::Return(code) => verdict = Some(code),
             Decision::Skip => verdict = Some(0),
-            Decision::Abort => abort(call, start, violations),
+            Decision::Abort => abort(call, start, &judged),
             Decision::Delay(_) | Decision::Forward => {}
         }
     }
@@ -246,7 +364,7 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
         real,
         verdict,
         decision,
-        violations,
+        judged,
         start,
     })
 }
@@ -257,15 +375,33 @@ fn to_record(
     start: u64,
     end: u64,
     ret: c_int,
-    violations: RuleSet,
+    judged: &Judged,
     decision: Decision,
 ) -> Record {
     let (fault, fault_arg) = FaultTag::of(decision);
+    let mut flags = 0;
+    if judged.sync {
+        flags |= FLAG_SYNC;
+    }
+    if judged.effective_kind.is_some() {
+        flags |= FLAG_EFFECTIVE_KIND;
+    }
     Record {
         hook: call.hook as u8,
         depth: call.depth.min(u8::MAX as u32) as u8,
         fault: fault as u8,
-        violations: violations.0,
+        flags,
+        mem: judged.view.map_or(0, |v| {
+            // A set has no source.
+            let src = if call.hook.class() == crate::abi::types::Class::SetAsync {
+                0
+            } else {
+                mem_code(v.src)
+            };
+            src | mem_code(v.dst) << 4
+        }),
+        effective_kind: judged.effective_kind.unwrap_or(0),
+        violations: judged.violations.0,
         ret,
         kind: call.kind,
         start,
@@ -289,9 +425,9 @@ fn to_record(
 
 /// The `abort` task: record the call, get the trace onto disk, say why, abort.
 #[cold]
-fn abort(call: &Call, start: Option<u64>, violations: RuleSet) -> ! {
+fn abort(call: &Call, start: Option<u64>, judged: &Judged) -> ! {
     if let Some(start) = start {
-        let rec = to_record(call, start, clock::now(), 0, violations, Decision::Abort);
+        let rec = to_record(call, start, clock::now(), 0, judged, Decision::Abort);
         trace::record(&rec);
         trace::flush_now();
     }

@@ -1253,6 +1253,12 @@ impl MemMap {
         self.enabled.store(on, Ordering::Relaxed);
     }
 
+    /// Whether the map is on (one relaxed load).
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Before `fork`: take the writer lock so the child never inherits a write half done.
     pub fn fork_prepare(&self) {
         let taken = self.lock_writer().map(std::mem::forget).is_some();
@@ -1329,6 +1335,12 @@ impl Drop for MemMap {
 // The process's map.
 
 static MAP: MemMap = MemMap::new();
+
+/// Whether the process's map is on.
+#[inline]
+pub fn is_enabled() -> bool {
+    MAP.is_enabled()
+}
 
 /// Tracks an allocation; `false` if not tracked (cap reached, out of memory: counted).
 pub fn insert(start: u64, size: u64, location: Location, ts: u64, tid: i32, hook: u8) -> bool {

@@ -277,3 +277,39 @@ pub fn resolve(hook: Hook) -> Option<usize> {
 pub fn if_resolved(hook: Hook) -> Option<usize> {
     SLOTS[hook as usize].if_resolved()
 }
+
+/// Runtime functions the shim calls itself (never hooked), found like the hooked ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Helper {
+    /// `aclError aclrtGetDevice(int32_t *devId)`.
+    GetDevice = 0,
+    /// `aclError aclrtPointerGetAttributes(const void *ptr, aclrtPtrAttributes *attributes)`.
+    PointerGetAttributes = 1,
+}
+
+static HELPERS: [Slot; 2] = [const { Slot::new() }; 2];
+
+/// The address of a runtime function the shim calls itself, or `None` (never reported:
+/// what needs it simply does without).
+pub fn helper(which: Helper) -> Option<usize> {
+    let slot = &HELPERS[which as usize];
+    match slot.addr.load(Ordering::Acquire) {
+        UNRESOLVED => {}
+        MISSING => return None,
+        addr => return Some(addr),
+    }
+    let symbol = match which {
+        Helper::GetDevice => "aclrtGetDevice",
+        Helper::PointerGetAttributes => "aclrtPointerGetAttributes",
+    };
+    let mut target = target(Hook::AclrtMemcpyAsync);
+    target.symbol = symbol;
+    let search = configured()?;
+    let (found, _) = lookup(&target, search);
+    let value = found.unwrap_or(MISSING);
+    let _ = slot
+        .addr
+        .compare_exchange(UNRESOLVED, value, Ordering::AcqRel, Ordering::Acquire);
+    found
+}

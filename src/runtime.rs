@@ -141,6 +141,56 @@ fn init() -> Option<&'static Runtime> {
     runtime_ptr()
 }
 
+/// `aclrtPtrAttributes` (SPEC §2.3): `location {uint32_t id; aclrtMemLocationType type;}`,
+/// `uint32_t pageSize`, `uint32_t rsv[4]`.
+#[repr(C)]
+#[derive(Default)]
+struct PtrAttributes {
+    location_id: u32,
+    location_type: u32,
+    page_size: u32,
+    reserved: [u32; 4],
+}
+
+/// What the runtime says of a host pointer the memory map does not know
+/// (`aclrtPointerGetAttributes`), or `None` when it cannot say.
+fn runtime_location(ptr: u64) -> Option<crate::memmap::MemKind> {
+    use crate::memmap::MemKind;
+    let addr = crate::real::helper(crate::real::Helper::PointerGetAttributes)?;
+    type GetAttributes = unsafe extern "C" fn(*const libc::c_void, *mut PtrAttributes) -> i32;
+    // SAFETY: the runtime's aclrtPointerGetAttributes has exactly this C signature (SPEC
+    // §2.3); it writes one aclrtPtrAttributes, which `attributes` is.
+    let get = unsafe { std::mem::transmute::<usize, GetAttributes>(addr) };
+    let mut attributes = PtrAttributes::default();
+    // SAFETY: a query of the runtime: it only reads the pointer's value and writes into
+    // `attributes`.
+    if unsafe { get(ptr as *const libc::c_void, &mut attributes) } != 0 {
+        return None;
+    }
+    match attributes.location_type {
+        0 => Some(MemKind::Registered),
+        1 => Some(MemKind::Device),
+        2 => Some(MemKind::Pageable),
+        _ => None,
+    }
+}
+
+/// The calling thread's current device, for the memory map (0 if the runtime cannot say).
+pub fn current_device() -> u32 {
+    let Some(addr) = crate::real::helper(crate::real::Helper::GetDevice) else {
+        return 0;
+    };
+    // SAFETY: the runtime's aclrtGetDevice has exactly this C signature.
+    let get = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut i32) -> i32>(addr) };
+    let mut id = 0i32;
+    // SAFETY: writes one int32_t into `id`.
+    if unsafe { get(&mut id) } == 0 && id >= 0 {
+        id as u32
+    } else {
+        0
+    }
+}
+
 /// A random seed below 2^53, so that it survives a round trip through JavaScript-based
 /// trace viewers exactly (and can be copied from Perfetto to replay a run).
 fn random_seed() -> u64 {
@@ -166,6 +216,10 @@ fn build(config: &Config) -> Runtime {
         PASS_THROUGH.store(true, Ordering::Relaxed);
         diag::info!("NPUSHIM_DISABLE is set: pure pass-through");
         return rt;
+    }
+    crate::memmap::set_enabled(config.memmap);
+    if config.memmap {
+        crate::memmap::set_attributes_source(runtime_location);
     }
     if let Some(other) = crate::abi::control::another_instance() {
         PASS_THROUGH.store(true, Ordering::Relaxed);

@@ -137,6 +137,87 @@ macro_rules! for_each_hook {
                 c.link = inLinkType;
                 c.refs_null = dst.is_null() || src.is_null();
             };
+            /// `aclError aclrtMalloc(void **devPtr, size_t size, aclrtMemMallocPolicy
+            /// policy)`. The result is read from `*devPtr` after the call succeeded.
+            AclrtMalloc = aclrtMalloc(
+                devPtr: *mut *mut c_void, size: usize, policy: c_int
+            ): Acl, AllocDevice, |c| {
+                c.out = devPtr as usize;
+                c.count = size as u64;
+                c.value = policy;
+            };
+            /// `aclrtMallocAlign32`: the parameters of `aclrtMalloc`.
+            AclrtMallocAlign32 = aclrtMallocAlign32(
+                devPtr: *mut *mut c_void, size: usize, policy: c_int
+            ): Acl, AllocDevice, |c| {
+                c.out = devPtr as usize;
+                c.count = size as u64;
+                c.value = policy;
+            };
+            /// `aclrtMallocCached`: the parameters of `aclrtMalloc`.
+            AclrtMallocCached = aclrtMallocCached(
+                devPtr: *mut *mut c_void, size: usize, policy: c_int
+            ): Acl, AllocDevice, |c| {
+                c.out = devPtr as usize;
+                c.count = size as u64;
+                c.value = policy;
+            };
+            /// `aclError aclrtMallocWithCfg(void **devPtr, size_t size,
+            /// aclrtMemMallocPolicy policy, aclrtMallocConfig *cfg)`.
+            AclrtMallocWithCfg = aclrtMallocWithCfg(
+                devPtr: *mut *mut c_void, size: usize, policy: c_int, cfg: *mut c_void
+            ): Acl, AllocDevice, |c| {
+                c.out = devPtr as usize;
+                c.count = size as u64;
+                c.value = policy;
+                let _ = cfg;
+            };
+            /// `aclError aclrtFree(void *devPtr)`.
+            AclrtFree = aclrtFree(devPtr: *mut c_void): Acl, Free, |c| {
+                c.dst = devPtr as usize;
+            };
+            /// `aclError aclrtMallocHost(void **hostPtr, size_t size)`: pinned host memory.
+            AclrtMallocHost = aclrtMallocHost(
+                hostPtr: *mut *mut c_void, size: usize
+            ): Acl, AllocHost, |c| {
+                c.out = hostPtr as usize;
+                c.count = size as u64;
+            };
+            /// `aclError aclrtMallocHostWithCfg(void **ptr, uint64_t size,
+            /// aclrtMallocConfig *cfg)`.
+            AclrtMallocHostWithCfg = aclrtMallocHostWithCfg(
+                ptr: *mut *mut c_void, size: u64, cfg: *mut c_void
+            ): Acl, AllocHost, |c| {
+                c.out = ptr as usize;
+                c.count = size;
+                let _ = cfg;
+            };
+            /// `aclError aclrtFreeHost(void *hostPtr)`.
+            AclrtFreeHost = aclrtFreeHost(hostPtr: *mut c_void): Acl, Free, |c| {
+                c.dst = hostPtr as usize;
+            };
+            /// `aclError aclrtHostRegister(void *ptr, uint64_t size,
+            /// aclrtHostRegisterType type, void **devPtr)`: the range counts as pinned.
+            AclrtHostRegister = aclrtHostRegister(
+                ptr: *mut c_void, size: u64, regType: c_int, devPtr: *mut *mut c_void
+            ): Acl, Register, |c| {
+                c.dst = ptr as usize;
+                c.count = size;
+                c.value = regType;
+                c.out = devPtr as usize;
+            };
+            /// `aclError aclrtHostRegisterV2(void *ptr, uint64_t size, uint32_t flag)`.
+            AclrtHostRegisterV2 = aclrtHostRegisterV2(
+                ptr: *mut c_void, size: u64, flag: u32
+            ): Acl, Register, |c| {
+                c.dst = ptr as usize;
+                c.count = size;
+                c.value = flag as i32;
+            };
+            /// `aclError aclrtHostUnregister(void *ptr)`.
+            AclrtHostUnregister = aclrtHostUnregister(ptr: *mut c_void): Acl, Unregister, |c| {
+                c.dst = ptr as usize;
+            };
             /// `aclError aclrtSynchronizeStream(aclrtStream stream)`: the host waits.
             AclrtSynchronizeStream = aclrtSynchronizeStream(
                 stream: *mut c_void

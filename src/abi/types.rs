@@ -210,12 +210,41 @@ pub enum Class {
     SetAsync,
     /// The host waits (for a stream, an event or the device).
     Wait,
+    /// Device memory allocated (`count` is the size; the pointer is `*out` after success).
+    AllocDevice,
+    /// Pinned host memory allocated.
+    AllocHost,
+    /// Memory given back (`dst` is the pointer).
+    Free,
+    /// A host range registered with the runtime (`dst`, `count`).
+    Register,
+    /// A registration removed (`dst`).
+    Unregister,
 }
 
 impl Class {
-    /// Copies and sets: calls whose arguments name memory.
+    /// Copies and sets: calls whose arguments name memory to read or write.
     pub const fn moves_memory(self) -> bool {
-        !matches!(self, Class::Wait)
+        matches!(
+            self,
+            Class::CopyAsync
+                | Class::CopySync
+                | Class::Copy2dAsync
+                | Class::Copy2dSync
+                | Class::SetAsync
+        )
+    }
+
+    /// Calls that change what memory the program holds (the memory map's writers).
+    pub const fn manages_memory(self) -> bool {
+        matches!(
+            self,
+            Class::AllocDevice
+                | Class::AllocHost
+                | Class::Free
+                | Class::Register
+                | Class::Unregister
+        )
     }
 
     /// Returns before the work is done (subject to `h2h` and `pageable`).
@@ -367,6 +396,8 @@ pub struct Call {
     pub event: usize,
     /// `HcclD2DMemcpyAsync`: a `DeviceMem` reference was NULL.
     pub refs_null: bool,
+    /// Allocations: the address of the out-pointer the result is written to.
+    pub out: usize,
     /// 0 for a call made by the program, 1 for one made inside another intercepted call.
     pub depth: u32,
 }
@@ -399,6 +430,7 @@ impl Call {
             value: 0,
             event: 0,
             refs_null: false,
+            out: 0,
             depth: 0,
         }
     }

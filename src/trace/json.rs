@@ -10,7 +10,7 @@ use crate::abi::types::{Api, Class, Hook, Kind, decode_kind, decode_link};
 use crate::check::RuleSet;
 
 use super::clock::Calibration;
-use super::record::{FaultTag, Record};
+use super::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_kind};
 
 /// Where formatted bytes go: the writer's output buffer, or a stack line being built.
 pub trait Out {
@@ -394,6 +394,25 @@ impl Json {
             l.u64(v);
         };
         match (api, class) {
+            (_, Class::AllocDevice | Class::AllocHost) => {
+                hex(l, b"\"ptr\":", rec.dst);
+                dec(l, b",\"size\":", rec.count);
+                if class == Class::AllocDevice {
+                    l.put(b",\"policy\":");
+                    l.i64(rec.value as i64);
+                }
+            }
+            (_, Class::Free | Class::Unregister) => hex(l, b"\"ptr\":", rec.dst),
+            (_, Class::Register) => {
+                hex(l, b"\"ptr\":", rec.dst);
+                dec(l, b",\"size\":", rec.count);
+                if hook == Hook::AclrtHostRegisterV2 {
+                    dec(l, b",\"flag\":", rec.value as u32 as u64);
+                } else {
+                    l.put(b",\"type\":");
+                    l.i64(rec.value as i64);
+                }
+            }
             (_, Class::Wait) => {
                 match hook {
                     Hook::AclrtSynchronizeEvent => hex(l, b"\"event\":", rec.event),
@@ -452,6 +471,23 @@ impl Json {
                 l.put(b",\"kind\":");
                 kind(l, decode_kind(api, rec.kind));
             }
+        }
+        if let Some(src) = mem_kind(rec.mem & 0xf) {
+            l.put(b",\"srcMem\":\"");
+            l.raw(src.name());
+            l.put(b"\"");
+        }
+        if let Some(dst) = mem_kind(rec.mem >> 4) {
+            l.put(b",\"dstMem\":\"");
+            l.raw(dst.name());
+            l.put(b"\"");
+        }
+        if rec.flags & FLAG_EFFECTIVE_KIND != 0 {
+            l.put(b",\"effectiveKind\":");
+            kind(l, decode_kind(api, rec.effective_kind));
+        }
+        if rec.flags & FLAG_SYNC != 0 {
+            l.put(b",\"sync\":true");
         }
         l.put(b",\"ret\":");
         l.i64(rec.ret as i64);

@@ -4,6 +4,7 @@
 //! formatted or allocated when it is made. Formatting happens later, on the writer thread.
 
 use crate::abi::types::{Api, Hook};
+use crate::memmap::MemKind;
 use crate::fault::Decision;
 
 /// Fault actions as stored in a record.
@@ -65,11 +66,12 @@ pub struct Record {
     pub depth: u8,
     /// [`FaultTag`].
     pub fault: u8,
-    /// Reserved for per-call flags (0).
+    /// [`FLAG_SYNC`], [`FLAG_EFFECTIVE_KIND`].
     pub flags: u8,
     /// Ring units this record takes (always [`RECORD_UNITS`]).
     pub units: u8,
-    pub reserved: u8,
+    /// Where src (low nibble) and dst (high nibble) live: [`mem_code`]; 0 = not classified.
+    pub mem: u8,
     /// `check::RuleSet` bits.
     pub violations: u16,
     pub ret: i32,
@@ -91,7 +93,36 @@ pub struct Record {
     pub link: i32,
     pub remote_rank: u32,
     pub value: i32,
-    pub reserved2: u32,
+    /// The kind the runtime uses, with [`FLAG_EFFECTIVE_KIND`].
+    pub effective_kind: i32,
+}
+
+/// The runtime ran this asynchronous copy synchronously (pageable memory).
+pub const FLAG_SYNC: u8 = 1;
+/// `effective_kind` holds the kind the runtime uses (it differs from `kind`).
+pub const FLAG_EFFECTIVE_KIND: u8 = 2;
+
+/// A memory kind as a record's nibble (0: not classified).
+pub fn mem_code(kind: MemKind) -> u8 {
+    match kind {
+        MemKind::Device => 1,
+        MemKind::Pinned => 2,
+        MemKind::Registered => 3,
+        MemKind::Pageable => 4,
+        MemKind::Unknown => 5,
+    }
+}
+
+/// The memory kind of a record's nibble.
+pub fn mem_kind(code: u8) -> Option<MemKind> {
+    match code {
+        1 => Some(MemKind::Device),
+        2 => Some(MemKind::Pinned),
+        3 => Some(MemKind::Registered),
+        4 => Some(MemKind::Pageable),
+        5 => Some(MemKind::Unknown),
+        _ => None,
+    }
 }
 
 /// Ring units (64 bytes each) one record takes.
@@ -113,7 +144,7 @@ impl Default for Record {
             fault: 0,
             flags: 0,
             units: RECORD_UNITS,
-            reserved: 0,
+            mem: 0,
             violations: 0,
             ret: 0,
             kind: 0,
@@ -132,7 +163,7 @@ impl Default for Record {
             link: 0,
             remote_rank: 0,
             value: 0,
-            reserved2: 0,
+            effective_kind: 0,
         }
     }
 }

@@ -314,6 +314,11 @@ fn thread_key() -> Option<libc::pthread_key_t> {
     (v >> 32 == 1).then_some(v as libc::pthread_key_t)
 }
 
+/// The calling thread's OS id.
+pub fn thread_id() -> i32 {
+    gettid()
+}
+
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions and cannot fail.
     unsafe { libc::gettid() }
