@@ -91,9 +91,9 @@ impl Rule {
             (Rule::Size, Api::Acl) => Some(ACL_ERROR_RT_PARAM_INVALID),
             (Rule::Align, Api::Acl) => Some(ACL_ERROR_RT_ADDR_UNALIGNED),
             (Rule::H2h, Api::Acl) => Some(ACL_ERROR_RT_FEATURE_NOT_SUPPORT),
-            (Rule::Location, Api::Acl)
-            | (Rule::Bounds, Api::Acl)
-            | (Rule::Freed, Api::Acl) => Some(ACL_ERROR_RT_PARAM_INVALID),
+            (Rule::Location, Api::Acl) | (Rule::Bounds, Api::Acl) | (Rule::Freed, Api::Acl) => {
+                Some(ACL_ERROR_RT_PARAM_INVALID)
+            }
             (Rule::Null, Api::Hccl) | (Rule::Bounds, Api::Hccl) | (Rule::Freed, Api::Hccl) => {
                 Some(HCCL_E_PTR)
             }

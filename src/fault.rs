@@ -247,9 +247,10 @@ enum Target {
 }
 
 impl Target {
+    /// `*` is every copy and set; waits and allocations are targeted by name only.
     fn admits(self, hook: Hook) -> bool {
         match self {
-            Target::Any => true,
+            Target::Any => hook.class().moves_memory(),
             Target::Only(h) => h == hook,
         }
     }

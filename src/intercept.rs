@@ -15,8 +15,8 @@ use std::time::Duration;
 use crate::abi::types::{Api, Call};
 use crate::boundary::guarded;
 use crate::check::{self, MemView, Mode, RuleSet};
-use crate::memmap;
 use crate::fault::Decision;
+use crate::memmap;
 use crate::runtime::{self, Runtime};
 use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
 use crate::trace::{self, clock};
@@ -165,7 +165,14 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Optio
     let ret = forward();
     let end = clock::now();
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        trace::record(&to_record(call, start, end, ret, &judged, Decision::Forward));
+        trace::record(&to_record(
+            call,
+            start,
+            end,
+            ret,
+            &judged,
+            Decision::Forward,
+        ));
     }));
     Some(ret)
 }

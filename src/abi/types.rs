@@ -329,6 +329,7 @@ pub fn c_params(rust: &str) -> String {
         .map(|t| {
             match t.as_str() {
                 "*mutc_void" => "void *",
+                "*mut*mutc_void" => "void **",
                 "*constc_void" => "const void *",
                 "usize" => "size_t",
                 "u64" => "uint64_t",

@@ -4,8 +4,8 @@
 //! formatted or allocated when it is made. Formatting happens later, on the writer thread.
 
 use crate::abi::types::{Api, Hook};
-use crate::memmap::MemKind;
 use crate::fault::Decision;
+use crate::memmap::MemKind;
 
 /// Fault actions as stored in a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
