@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::abi::types::{Api, Call};
+use crate::abi::types::{Api, Call, Hook};
 use crate::check::{CheckConfig, Mode, RULES, Violations};
 use crate::config::{Config, Sink};
 use crate::fault::{Decision, FaultSpec};
@@ -441,16 +441,86 @@ extern "C" fn on_exit() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
+        let leaks = crate::memmap::leaks();
+        if !leaks.is_empty() {
+            trace::exit_metadata("npushim_leaks", leaks_json(&leaks));
+        }
         trace::finish();
         summarise();
+        report_leaks(&leaks);
     });
+}
+
+/// Where an allocation lives, for the leak summary.
+fn location_name(location: crate::memmap::Location) -> String {
+    match location {
+        crate::memmap::Location::Device(id) => format!("device {id}"),
+        crate::memmap::Location::Pinned => "pinned host".to_string(),
+        crate::memmap::Location::Registered => "registered host".to_string(),
+    }
+}
+
+/// The leak summary as the `npushim_leaks` metadata's args.
+fn leaks_json(leaks: &[crate::memmap::LeakSummary]) -> String {
+    let mut j = trace::json::Json::default();
+    j.raw("{\"leaks\":[");
+    for (i, leak) in leaks.iter().enumerate() {
+        if i > 0 {
+            j.raw(",");
+        }
+        j.raw("{\"location\":");
+        j.string(&location_name(leak.location));
+        j.raw(",\"count\":");
+        j.u64(leak.count);
+        j.raw(",\"bytes\":");
+        j.u64(leak.bytes);
+        j.raw(",\"largest\":{\"ptr\":");
+        j.string(&format!("{:#x}", leak.largest.start));
+        j.raw(",\"size\":");
+        j.u64(leak.largest.size);
+        j.raw(",\"call\":");
+        j.string(Hook::from_index(leak.largest.hook).map_or("?", Hook::symbol));
+        j.raw(",\"tid\":");
+        j.u64(leak.largest.tid.max(0) as u64);
+        j.raw("}}");
+    }
+    j.raw("]}");
+    String::from_utf8(j.buf).unwrap_or_default()
+}
+
+/// One line per location with allocations never freed.
+fn report_leaks(leaks: &[crate::memmap::LeakSummary]) {
+    for leak in leaks {
+        diag::warn!(
+            "leak summary: {} {} allocation{} never freed, {} bytes; the largest, {} bytes at \
+             {:#x}, came from {} on thread {}",
+            leak.count,
+            location_name(leak.location),
+            if leak.count == 1 { " was" } else { "s were" },
+            leak.bytes,
+            leak.largest.size,
+            leak.largest.start,
+            Hook::from_index(leak.largest.hook).map_or("?", Hook::symbol),
+            leak.largest.tid
+        );
+    }
+    let untracked = crate::memmap::untracked();
+    if untracked > 0 {
+        diag::warn!(
+            "{untracked} allocations were not tracked (the memory map was full or out of \
+             memory): copies touching them were classified as unknown"
+        );
+    }
 }
 
 extern "C" fn fork_prepare() {
     FORKS.fetch_add(1, Ordering::Relaxed);
+    crate::memmap::fork_prepare();
 }
 
-extern "C" fn fork_parent() {}
+extern "C" fn fork_parent() {
+    crate::memmap::fork_parent();
+}
 
 extern "C" fn fork_child() {
     // The child's seed derives deterministically from the parent's, the fork's number and
@@ -480,6 +550,7 @@ extern "C" fn fork_child() {
     if let Some(mut first) = FIRST_VIOLATION.try_lock() {
         *first = [None; RULES.len()];
     }
+    crate::memmap::fork_child();
     trace::fork_child();
 }
 

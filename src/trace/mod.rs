@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::Sink;
-use crate::sync::Event;
+use crate::sync::{Event, FlagLock};
 use record::Record;
 
 /// Data reaches the file at least this often (SPEC §5 asks for 100 ms).
@@ -301,6 +301,21 @@ fn start() {
         }
     };
     STATE.store(if started { RUNNING } else { OFF }, Ordering::Release);
+}
+
+/// Metadata the final flush writes (name and args JSON), handed over at exit.
+static EXIT_METADATA: FlagLock<Option<(&'static str, String)>> = FlagLock::new(None);
+
+/// Asks the final flush to write one more metadata event (e.g. the leak summary).
+pub fn exit_metadata(name: &'static str, args_json: String) {
+    if let Some(mut slot) = EXIT_METADATA.lock_for(Duration::from_millis(100)) {
+        *slot = Some((name, args_json));
+    }
+}
+
+/// What [`exit_metadata`] left for the final flush.
+pub(crate) fn take_exit_metadata() -> Option<(&'static str, String)> {
+    EXIT_METADATA.try_lock().and_then(|mut slot| slot.take())
 }
 
 /// Stops tracing after a write error (the file written so far stays valid).

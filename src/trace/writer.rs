@@ -556,6 +556,10 @@ pub fn finish() {
     if w.fd < 0 {
         return;
     }
+    if let Some((name, args)) = super::take_exit_metadata() {
+        let pid = w.pid;
+        w.json.metadata(name, pid, pid as i32, &args);
+    }
     let dropped = ring::total_dropped();
     w.stats(dropped);
     w.json.raw("]\n");
