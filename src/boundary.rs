@@ -6,7 +6,8 @@
 //! `pthread_cancel` can never meet a `catch_unwind` (glibc's forced unwind cannot be caught
 //! without aborting the process). The forward itself runs outside, in exports declared
 //! `extern "C-unwind"`, so a cancellation inside the real function unwinds exactly as it
-//! would without the shim. Owns no state; must not import anything above the leaves.
+//! would without the shim. Also holds the one read of memory the program passes
+//! ([`read_device_mem`]). Owns no state; must not import anything above the leaves.
 
 use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -59,6 +60,20 @@ impl Drop for NoCancel {
 pub fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     let _no_cancel = NoCancel::new();
     catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// Reads the `ptr_` and `size_` members of an `hccl::DeviceMem` passed by reference (SPEC
+/// §2.3: no virtual functions; `void *ptr_` at 0, `u64 size_` at 8); `(0, 0)` for a NULL
+/// reference. The real function reads the same 16 bytes first, so this touches nothing the
+/// call itself does not.
+pub fn read_device_mem(addr: usize) -> (usize, u64) {
+    if addr == 0 {
+        return (0, 0);
+    }
+    let p = addr as *const u64;
+    // SAFETY: `addr` is a non-null `hccl::DeviceMem &` the program passes to the function
+    // being called, which reads these two words itself; they are read as integers only.
+    unsafe { (p.read_unaligned() as usize, p.add(1).read_unaligned()) }
 }
 
 /// Places where a debug build can be told to panic on purpose (`NPUSHIM_DEBUG_PANIC=<stage>`),

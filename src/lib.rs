@@ -33,6 +33,7 @@ pub mod check;
 pub mod config;
 pub mod diag;
 pub mod fault;
+pub mod instance;
 pub mod intercept;
 pub mod memmap;
 pub mod real;

@@ -221,18 +221,19 @@ fn build(config: &Config) -> Runtime {
     if config.memmap {
         crate::memmap::set_attributes_source(runtime_location);
     }
-    if let Some(other) = crate::abi::control::another_instance() {
+    if let Some(other) = crate::instance::another_instance() {
         PASS_THROUGH.store(true, Ordering::Relaxed);
         diag::warn!(
             "another copy of npushim ({other}) is already active in this process; this one \
              ({}) is a pure pass-through, so that no call is checked, faulted or traced twice",
-            crate::abi::control::this_library()
+            crate::instance::this_library()
         );
         return rt;
     }
     trace::clock::init();
     let seed = config.seed.unwrap_or_else(random_seed) ^ LINEAGE.load(Ordering::Relaxed);
     SEED.store(seed, Ordering::Relaxed);
+    trace::set_seed(seed);
     let mut faults_text = String::new();
     if let Some(spec) = &config.faults {
         match spec.parse::<FaultSpec>() {
@@ -530,7 +531,7 @@ extern "C" fn fork_child() {
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
     // Below 2^53, like random seeds, so that JavaScript-based viewers show it exactly.
     let delta = child_seed(generation, n) & ((1 << 53) - 1);
-    SEED.fetch_xor(delta, Ordering::Relaxed);
+    trace::set_seed(SEED.fetch_xor(delta, Ordering::Relaxed) ^ delta);
     LINEAGE.fetch_xor(delta, Ordering::Relaxed);
     FORKS.store(0, Ordering::Relaxed);
     FAULT_READERS.store(0, Ordering::Relaxed);

@@ -125,8 +125,8 @@ macro_rules! for_each_hook {
                 stream: *mut c_void, remoteUserRank: u32, inLinkType: c_int
             ): Hccl, CopyAsync, |c| {
                 c.dispatcher = dispatcherPtr as usize;
-                let (dst_ptr, dst_size) = crate::abi::types::read_device_mem(dst as usize);
-                let (src_ptr, src_size) = crate::abi::types::read_device_mem(src as usize);
+                let (dst_ptr, dst_size) = crate::boundary::read_device_mem(dst as usize);
+                let (src_ptr, src_size) = crate::boundary::read_device_mem(src as usize);
                 c.dst = dst_ptr;
                 c.dest_max = dst_size;
                 c.src = src_ptr;

@@ -348,20 +348,6 @@ pub fn c_params(rust: &str) -> String {
     }
 }
 
-/// Reads the `ptr_` and `size_` members of an `hccl::DeviceMem` passed by reference (SPEC
-/// §2.3: no virtual functions; `void *ptr_` at 0, `u64 size_` at 8); `(0, 0)` for a NULL
-/// reference. The real function reads the same 16 bytes first, so this touches nothing the
-/// call itself does not.
-pub fn read_device_mem(addr: usize) -> (usize, u64) {
-    if addr == 0 {
-        return (0, 0);
-    }
-    let p = addr as *const u64;
-    // SAFETY: `addr` is a non-null `hccl::DeviceMem &` the program passes to the function
-    // being called, which reads these two words itself; they are read as integers only.
-    unsafe { (p.read_unaligned() as usize, p.add(1).read_unaligned()) }
-}
-
 /// The arguments of one intercepted call, as plain integers.
 ///
 /// Pointers are kept as addresses: the shim never dereferences what the program passes. The

@@ -303,6 +303,20 @@ fn start() {
     STATE.store(if started { RUNNING } else { OFF }, Ordering::Release);
 }
 
+/// The fault seed in use, for the trace's metadata (set by the process state at
+/// initialisation and in a forked child; the trace never asks for it).
+static SEED: AtomicU64 = AtomicU64::new(0);
+
+/// Records the seed the trace reports.
+pub fn set_seed(seed: u64) {
+    SEED.store(seed, Ordering::Relaxed);
+}
+
+/// The seed the trace reports.
+pub(crate) fn seed() -> u64 {
+    SEED.load(Ordering::Relaxed)
+}
+
 /// Metadata the final flush writes (name and args JSON), handed over at exit.
 static EXIT_METADATA: FlagLock<Option<(&'static str, String)>> = FlagLock::new(None);
 

@@ -395,7 +395,7 @@ pub fn start(settings: &Settings) -> bool {
         meta.raw(",\"host\":");
         meta.string(host);
         meta.raw(",\"seed\":");
-        meta.u64(crate::runtime::seed());
+        meta.u64(super::seed());
         meta.raw(",\"clock\":{\"monotonic_us\":");
         meta.micros(anchor.monotonic_ns);
         meta.raw(",\"realtime_us\":");
