@@ -37,6 +37,9 @@ pub const DEFAULT_TRACE: &str = "npushim-%p.json";
 pub struct Config {
     /// `NPUSHIM_DISABLE`: pure pass-through.
     pub disable: bool,
+    /// `NPUSHIM_DLSYM`: handle lookups (`dlsym(handle, …)`) of hooked names answered with
+    /// the shim's exports.
+    pub dlsym: bool,
     /// `NPUSHIM_TRACE`: path template, or `None` for `off`.
     pub trace: Option<String>,
     /// `NPUSHIM_TRACE_SINK`.
@@ -64,6 +67,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             disable: false,
+            dlsym: true,
             trace: Some(DEFAULT_TRACE.to_string()),
             sink: Sink::Native,
             check: CheckConfig::default(),
@@ -79,8 +83,9 @@ impl Default for Config {
 }
 
 /// Every variable the configuration reads, except the rank variables.
-pub const VARS: [&str; 11] = [
+pub const VARS: [&str; 12] = [
     "NPUSHIM_DISABLE",
+    "NPUSHIM_DLSYM",
     "NPUSHIM_LOG",
     "NPUSHIM_TRACE",
     "NPUSHIM_TRACE_SINK",
@@ -124,6 +129,7 @@ pub fn parse_seed(s: &str) -> Option<u64> {
 fn default_note(name: &str) -> &'static str {
     match name {
         "NPUSHIM_DISABLE" => "the shim stays enabled",
+        "NPUSHIM_DLSYM" => "handle lookups still see the shim",
         "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
         "NPUSHIM_TRACE" => "using npushim-%p.json",
         "NPUSHIM_TRACE_SINK" => "using native",
@@ -188,6 +194,15 @@ impl Config {
                 None => warnings.push(format!(
                     "NPUSHIM_DISABLE={v:?} is not a boolean (expected 1/0, true/false, yes/no, on/off); \
                      the shim stays enabled"
+                )),
+            }
+        }
+        if let Some(v) = get("NPUSHIM_DLSYM") {
+            match parse_bool(&v) {
+                Some(b) => c.dlsym = b,
+                None => warnings.push(format!(
+                    "NPUSHIM_DLSYM={v:?} is not a boolean (expected 1/0, true/false, yes/no, on/off); \
+                     handle lookups still see the shim"
                 )),
             }
         }
@@ -285,6 +300,7 @@ mod tests {
     fn good_value(name: &str) -> &'static str {
         match name {
             "NPUSHIM_DISABLE" => "1",
+            "NPUSHIM_DLSYM" => "0",
             "NPUSHIM_LOG" => "info",
             "NPUSHIM_TRACE" => "/tmp/t-%p.json",
             "NPUSHIM_TRACE_SINK" => "tracing-chrome",
@@ -342,6 +358,7 @@ mod tests {
     fn every_variable_is_read() {
         let (c, w) = from(&[
             ("NPUSHIM_DISABLE", "yes"),
+            ("NPUSHIM_DLSYM", "off"),
             ("NPUSHIM_TRACE", "/tmp/t-%r.json"),
             ("NPUSHIM_TRACE_SINK", "tracing-chrome"),
             ("NPUSHIM_CHECK", "strict,-align"),
@@ -356,6 +373,7 @@ mod tests {
         ]);
         assert!(w.is_empty(), "{w:?}");
         assert!(c.disable);
+        assert!(!c.dlsym);
         assert_eq!(c.trace.as_deref(), Some("/tmp/t-%r.json"));
         assert_eq!(c.sink, Sink::TracingChrome);
         assert_eq!(c.check.mode, Mode::Strict);
@@ -372,23 +390,37 @@ mod tests {
     fn bad_values_warn_and_keep_defaults() {
         let (c, w) = from(&[
             ("NPUSHIM_DISABLE", "maybe"),
+            ("NPUSHIM_DLSYM", "sometimes"),
             ("NPUSHIM_CHECK", "paranoid"),
             ("NPUSHIM_SEED", "-1"),
             ("NPUSHIM_LOG", "loud"),
             ("NPUSHIM_TRACE_SINK", "perfetto"),
             ("RANK", "zero"),
         ]);
-        assert_eq!(w.len(), 6, "{w:?}");
+        assert_eq!(w.len(), 7, "{w:?}");
+        assert!(
+            w.iter()
+                .any(|l| l.starts_with("NPUSHIM_DLSYM=\"sometimes\" is not a boolean"))
+        );
         assert!(
             w.iter()
                 .any(|l| l.contains("NPUSHIM_CHECK") && l.contains("off, warn or strict"))
         );
         assert!(!c.disable);
+        assert!(c.dlsym);
         assert_eq!(c.check, CheckConfig::default());
         assert_eq!(c.seed, None);
         assert_eq!(c.log, Level::Warn);
         assert_eq!(c.sink, Sink::Native);
         assert_eq!(c.rank, 0);
+    }
+
+    #[test]
+    fn dlsym_is_on_unless_turned_off() {
+        assert!(from(&[]).0.dlsym);
+        assert!(from(&[("NPUSHIM_DLSYM", "1")]).0.dlsym);
+        assert!(!from(&[("NPUSHIM_DLSYM", "0")]).0.dlsym);
+        assert!(!from(&[("NPUSHIM_DLSYM", "no")]).0.dlsym);
     }
 
     #[test]
