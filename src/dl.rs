@@ -308,7 +308,10 @@ mod tests {
     fn answers_as_glibc_does() {
         // SAFETY: RTLD_DEFAULT and a NUL-terminated name.
         let ours = unsafe { dlsym(libc::RTLD_DEFAULT, c"getpid".as_ptr()) };
-        assert_eq!(ours as usize, libc::getpid as unsafe extern "C" fn() -> _ as usize);
+        assert_eq!(
+            ours as usize,
+            libc::getpid as unsafe extern "C" fn() -> _ as usize
+        );
         // SAFETY: as above.
         assert!(
             unsafe { dlsym(libc::RTLD_DEFAULT, c"no_such_symbol_anywhere".as_ptr()) }.is_null()
