@@ -292,8 +292,16 @@ fn enabled() -> bool {
         0 => {
             // Read here rather than by initialising the shim: a lookup may come from a
             // library constructor, before the program's first hooked call. The values are
-            // the ones initialisation reads (and reports, if malformed).
+            // the ones initialisation reads (and reports, if malformed). The resolver gets
+            // its search inputs now, so that the comparison below uses the very function
+            // the exports will forward to (initialisation hands over the same values,
+            // and only the first hand-over counts).
             let (config, _) = crate::config::Config::from_lookup(|name| std::env::var_os(name));
+            real::configure(real::Search {
+                acl_lib: config.acl_lib.clone(),
+                hccl_lib: config.hccl_lib.clone(),
+                ascend_homes: config.ascend_homes.clone(),
+            });
             let setting = if config.dlsym && !config.disable {
                 1
             } else {

@@ -8,8 +8,10 @@
  *
  * handle-hooked: dlsym(handle, "aclrtMemcpyAsync") (a name an interposer may
  * rewrite); handle-other: dlsym(handle, "aclInit"); default: dlsym(RTLD_DEFAULT,
- * "getpid"); next: dlsym(RTLD_NEXT, "getpid").  Run it with and without an
- * interposer in LD_PRELOAD; the difference is the interposer's cost.
+ * "getpid"); next: dlsym(RTLD_NEXT, "getpid"); handle-hooked-after-call: the
+ * first kind again after one call of aclrtSynchronizeDevice (found through the
+ * handle), i.e. once an interposer has initialised on its first call.  Run it
+ * with and without an interposer in LD_PRELOAD; the difference is its cost.
  *
  * usage: dlsym_cost [lookups]      (default 1000000)
  */
@@ -43,8 +45,17 @@ int main(int argc, char **argv)
         { "handle-other", acl, "aclInit" },
         { "default", RTLD_DEFAULT, "getpid" },
         { "next", RTLD_NEXT, "getpid" },
+        { "handle-hooked-after-call", acl, "aclrtMemcpyAsync" },
     };
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        if (k == 4) {
+            int (*synchronize_device)(void) = (int (*)(void))dlsym(acl, "aclrtSynchronizeDevice");
+            if (synchronize_device == NULL) {
+                fprintf(stderr, "dlsym_cost: aclrtSynchronizeDevice not found\n");
+                return 1;
+            }
+            (void)synchronize_device(); /* its result does not matter, only that it ran */
+        }
         void *volatile sink = NULL;
         /* One untimed lookup: first-use work (finding the real dlsym) is not per lookup. */
         sink = dlsym(kinds[k].handle, kinds[k].name);
