@@ -39,6 +39,9 @@ pub struct Config {
     pub disable: bool,
     /// `NPUSHIM_MEMMAP`: keep the map of the program's allocations (SPEC §9).
     pub memmap: bool,
+    /// `NPUSHIM_DLSYM`: handle lookups (`dlsym(handle, …)`) of hooked names answered with
+    /// the shim's exports.
+    pub dlsym: bool,
     /// `NPUSHIM_TRACE`: path template, or `None` for `off`.
     pub trace: Option<String>,
     /// `NPUSHIM_TRACE_SINK`.
@@ -67,6 +70,7 @@ impl Default for Config {
         Config {
             disable: false,
             memmap: true,
+            dlsym: true,
             trace: Some(DEFAULT_TRACE.to_string()),
             sink: Sink::Native,
             check: CheckConfig::default(),
@@ -82,9 +86,10 @@ impl Default for Config {
 }
 
 /// Every variable the configuration reads, except the rank variables.
-pub const VARS: [&str; 12] = [
+pub const VARS: [&str; 13] = [
     "NPUSHIM_DISABLE",
     "NPUSHIM_MEMMAP",
+    "NPUSHIM_DLSYM",
     "NPUSHIM_LOG",
     "NPUSHIM_TRACE",
     "NPUSHIM_TRACE_SINK",
@@ -129,6 +134,7 @@ fn default_note(name: &str) -> &'static str {
     match name {
         "NPUSHIM_DISABLE" => "the shim stays enabled",
         "NPUSHIM_MEMMAP" => "the memory map stays on",
+        "NPUSHIM_DLSYM" => "handle lookups still see the shim",
         "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
         "NPUSHIM_TRACE" => "using npushim-%p.json",
         "NPUSHIM_TRACE_SINK" => "using native",
@@ -202,6 +208,15 @@ impl Config {
                 None => warnings.push(format!(
                     "NPUSHIM_MEMMAP={v:?} is not on or off (expected on/off, 1/0, true/false, \
                      yes/no); the memory map stays on"
+                )),
+            }
+        }
+        if let Some(v) = get("NPUSHIM_DLSYM") {
+            match parse_bool(&v) {
+                Some(b) => c.dlsym = b,
+                None => warnings.push(format!(
+                    "NPUSHIM_DLSYM={v:?} is not a boolean (expected 1/0, true/false, yes/no, on/off); \
+                     handle lookups still see the shim"
                 )),
             }
         }
@@ -300,6 +315,7 @@ mod tests {
         match name {
             "NPUSHIM_DISABLE" => "1",
             "NPUSHIM_MEMMAP" => "off",
+            "NPUSHIM_DLSYM" => "0",
             "NPUSHIM_LOG" => "info",
             "NPUSHIM_TRACE" => "/tmp/t-%p.json",
             "NPUSHIM_TRACE_SINK" => "tracing-chrome",
@@ -357,6 +373,7 @@ mod tests {
     fn every_variable_is_read() {
         let (c, w) = from(&[
             ("NPUSHIM_DISABLE", "yes"),
+            ("NPUSHIM_DLSYM", "off"),
             ("NPUSHIM_TRACE", "/tmp/t-%r.json"),
             ("NPUSHIM_TRACE_SINK", "tracing-chrome"),
             ("NPUSHIM_CHECK", "strict,-align"),
@@ -371,6 +388,7 @@ mod tests {
         ]);
         assert!(w.is_empty(), "{w:?}");
         assert!(c.disable);
+        assert!(!c.dlsym);
         assert_eq!(c.trace.as_deref(), Some("/tmp/t-%r.json"));
         assert_eq!(c.sink, Sink::TracingChrome);
         assert_eq!(c.check.mode, Mode::Strict);
@@ -387,23 +405,37 @@ mod tests {
     fn bad_values_warn_and_keep_defaults() {
         let (c, w) = from(&[
             ("NPUSHIM_DISABLE", "maybe"),
+            ("NPUSHIM_DLSYM", "sometimes"),
             ("NPUSHIM_CHECK", "paranoid"),
             ("NPUSHIM_SEED", "-1"),
             ("NPUSHIM_LOG", "loud"),
             ("NPUSHIM_TRACE_SINK", "perfetto"),
             ("RANK", "zero"),
         ]);
-        assert_eq!(w.len(), 6, "{w:?}");
+        assert_eq!(w.len(), 7, "{w:?}");
+        assert!(
+            w.iter()
+                .any(|l| l.starts_with("NPUSHIM_DLSYM=\"sometimes\" is not a boolean"))
+        );
         assert!(
             w.iter()
                 .any(|l| l.contains("NPUSHIM_CHECK") && l.contains("off, warn or strict"))
         );
         assert!(!c.disable);
+        assert!(c.dlsym);
         assert_eq!(c.check, CheckConfig::default());
         assert_eq!(c.seed, None);
         assert_eq!(c.log, Level::Warn);
         assert_eq!(c.sink, Sink::Native);
         assert_eq!(c.rank, 0);
+    }
+
+    #[test]
+    fn dlsym_is_on_unless_turned_off() {
+        assert!(from(&[]).0.dlsym);
+        assert!(from(&[("NPUSHIM_DLSYM", "1")]).0.dlsym);
+        assert!(!from(&[("NPUSHIM_DLSYM", "0")]).0.dlsym);
+        assert!(!from(&[("NPUSHIM_DLSYM", "no")]).0.dlsym);
     }
 
     #[test]

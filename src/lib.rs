@@ -32,6 +32,7 @@ pub mod boundary;
 pub mod check;
 pub mod config;
 pub mod diag;
+pub mod dl;
 pub mod fault;
 pub mod instance;
 pub mod intercept;

@@ -144,8 +144,9 @@ pub struct Search {
 
 fn dlsym_in(handle: *mut c_void, symbol: &CString) -> usize {
     // SAFETY: `handle` is RTLD_NEXT or a handle returned by dlopen; `symbol` is a valid
-    // NUL-terminated string. dlsym has no other preconditions.
-    unsafe { libc::dlsym(handle, symbol.as_ptr()) as usize }
+    // NUL-terminated string. glibc's own dlsym, called from this library (so RTLD_NEXT means
+    // "after the shim"), never the shim's `dlsym` export.
+    unsafe { crate::dl::dlsym(handle, symbol.as_ptr()) as usize }
 }
 
 fn dlopen(path: &str, flags: c_int) -> *mut c_void {
