@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_npushim");
 
@@ -372,18 +372,22 @@ fn report_text_shows_the_fixture_numbers() {
         text.contains("read: complete; shim wrote 8 spans, dropped 2"),
         "{text}"
     );
-    // API, kind, calls, bytes, total, mean, p50, p99, GB/s
+    // API, kind, calls, ok, failed, injected, bytes (ok calls only), total, mean, p50,
+    // p99, host GB/s (sync): all copies here are asynchronous, so no rate.
     assert!(
         has_row(&[
             "aclrtMemcpyAsync",
             "HOST_TO_DEVICE",
             "3",
-            "16384",
+            "2",
+            "1",
+            "0",
+            "8192",
             "60.000",
             "20.000",
             "20.000",
             "30.000",
-            "0.273"
+            "-"
         ]),
         "{text}"
     );
@@ -392,12 +396,15 @@ fn report_text_shows_the_fixture_numbers() {
             "aclrtMemcpyAsync",
             "(all)",
             "6",
-            "19520",
+            "3",
+            "2",
+            "1",
+            "10240",
             "107.000",
             "17.833",
             "10.000",
             "40.000",
-            "0.182"
+            "-"
         ]),
         "{text}"
     );
@@ -406,12 +413,15 @@ fn report_text_shows_the_fixture_numbers() {
             "HcclMemcpyAsync",
             "(all)",
             "2",
-            "3048",
+            "1",
+            "1",
+            "0",
+            "2048",
             "53.000",
             "26.500",
             "3.000",
             "50.000",
-            "0.058"
+            "-"
         ]),
         "{text}"
     );
@@ -463,14 +473,19 @@ fn report_json_matches_hand_computed_values() {
     };
     let acl = by_api("aclrtMemcpyAsync");
     assert_eq!(acl["calls"], 6);
-    assert_eq!(acl["bytes"], 4096 + 4096 + 8192 + 1024 + 64 + 2048);
+    assert_eq!(
+        (&acl["ok"], &acl["failed"], &acl["injected"]),
+        (&json!(3), &json!(2), &json!(1))
+    );
+    // Only the three copies that were forwarded and returned 0 moved bytes.
+    assert_eq!(acl["bytes"], 4096 + 4096 + 2048);
     assert_eq!(acl["total_us"], 107.0);
     assert_eq!(acl["mean_us"], 17.833);
     assert_eq!(acl["p50_us"], 10.0);
     assert_eq!(acl["p99_us"], 40.0);
     let hccl = by_api("HcclMemcpyAsync");
     assert_eq!(hccl["calls"], 2);
-    assert_eq!(hccl["bytes"], 3048);
+    assert_eq!(hccl["bytes"], 2048);
     assert_eq!(hccl["mean_us"], 26.5);
 
     let h2d = r["by_kind"]
@@ -480,10 +495,11 @@ fn report_json_matches_hand_computed_values() {
         .find(|row| row["api"] == "aclrtMemcpyAsync" && row["kind"] == "HOST_TO_DEVICE")
         .unwrap();
     assert_eq!(h2d["calls"], 3);
-    assert_eq!(h2d["bytes"], 16384);
+    assert_eq!(h2d["bytes"], 8192);
     assert_eq!(h2d["mean_us"], 20.0);
-    // 16384 B in 60 µs
-    assert_eq!(h2d["gb_per_s"], 0.273);
+    // Asynchronous copies: their host time is submission, so no rate.
+    assert_eq!(h2d["host_gb_per_s_sync"], Value::Null);
+    assert_eq!(h2d["class"], "copy-async");
 
     let errors: Vec<(String, i64, String, u64)> = r["errors"]
         .as_array()
@@ -607,12 +623,15 @@ fn report_skips_and_names_malformed_events_instead_of_reading_them_as_0() {
                     "aclrtMemcpyAsync",
                     "(all)",
                     "4",
-                    "14400",
+                    "2",
+                    "2",
+                    "0",
+                    "6144",
                     "82.000",
                     "20.500",
                     "10.000",
                     "40.000",
-                    "0.176"
+                    "-"
                 ]),
         "{text}"
     );
