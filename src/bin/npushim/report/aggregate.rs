@@ -173,6 +173,8 @@ pub struct Span {
     pub outcome: Outcome,
     /// The call returned only once its work was done.
     pub sync: bool,
+    /// An asynchronous function that the runtime ran synchronously (`"sync":true`).
+    pub ran_sync: bool,
     /// What a host wait waited on: `stream 0x…`, `event 0x…` or `device`.
     pub waited_on: Option<String>,
     pub violations: Vec<String>,
@@ -231,9 +233,11 @@ impl Span {
             .and_then(Value::as_array)
             .map(|list| list.iter().map(|r| arg_text(Some(r))).collect())
             .unwrap_or_default();
+        let ran_sync = args.get("sync") == Some(&Value::Bool(true)) && class != Class::CopySync;
         Span {
             outcome: Outcome::of(ret, fault.as_deref()),
-            sync: class == Class::CopySync || args.get("sync") == Some(&Value::Bool(true)),
+            sync: class == Class::CopySync || ran_sync,
+            ran_sync,
             api,
             kind,
             bytes,
@@ -299,10 +303,11 @@ impl Row {
         }
     }
 
-    /// Bytes per second of host time of the `ok` synchronous copies, in GB/s (10^9 B/s);
-    /// `None` when the row has none (asynchronous calls never get a rate).
+    /// Bytes per second of host time of the `ok` calls, in GB/s (10^9 B/s), when every one
+    /// of them was a synchronous copy; `None` otherwise (an asynchronous call's host time
+    /// is its submission, and a row mixing both would pass one off as the other).
     pub fn host_gb_per_s_sync(&self) -> Option<f64> {
-        (self.sync_calls > 0 && self.sync_us > 0.0)
+        (self.sync_calls > 0 && self.sync_calls == self.ok && self.sync_us > 0.0)
             .then(|| self.sync_bytes as f64 / (self.sync_us * 1e3))
     }
 }
@@ -404,8 +409,10 @@ impl Ord for Slow {
 /// Everything summed over the spans of one report.
 #[derive(Default)]
 pub struct Aggregates {
-    /// Per (function, kind); kind `None` for functions without one.
-    pub by_kind: Rows<(Api, Option<String>)>,
+    /// Per (function, kind, ran synchronously); kind `None` for functions without one. The
+    /// calls of an asynchronous function that the runtime ran synchronously (`"sync":true`)
+    /// get rows of their own, so they can show the rate the others cannot.
+    pub by_kind: Rows<(Api, Option<String>, bool)>,
     /// Per function (every function seen gets its row).
     pub by_api: Rows<Api>,
     /// Host waits per (function, what was waited on).
@@ -432,7 +439,7 @@ impl Aggregates {
         let span = Span::from_event(event);
         self.spans += 1;
         self.by_kind
-            .add((span.api.clone(), span.kind.clone()), &span);
+            .add((span.api.clone(), span.kind.clone(), span.ran_sync), &span);
         self.by_api.add(span.api.clone(), &span);
         if let Some(on) = &span.waited_on {
             self.waits.add((span.api.clone(), on.clone()), &span);
@@ -599,8 +606,15 @@ mod tests {
         agg.add(&event(
             r#"{"ph":"X","name":"aclrtMemcpyAsync","ts":4,"dur":1000,"pid":1,"tid":1,"args":{"count":2000000,"kind":"HOST_TO_DEVICE","ret":0,"sync":true}}"#,
         ));
+        // The function's row mixes asynchronous and synchronous calls: no rate.
         let row = &agg.by_api.map[&Api::new("aclrtMemcpyAsync")];
-        // Only the synchronous copy's 2 MB in 1 ms.
-        assert_eq!(row.host_gb_per_s_sync(), Some(2.0));
+        assert_eq!(row.host_gb_per_s_sync(), None);
+        // The synchronous call's own row: 2 MB in 1 ms.
+        let key = (
+            Api::new("aclrtMemcpyAsync"),
+            Some("HOST_TO_DEVICE".to_string()),
+            true,
+        );
+        assert_eq!(agg.by_kind.map[&key].host_gb_per_s_sync(), Some(2.0));
     }
 }

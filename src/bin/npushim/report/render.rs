@@ -117,13 +117,14 @@ impl Report {
             .by_kind
             .map
             .iter()
-            .map(|((api, kind), row)| {
+            .map(|((api, kind, ran_sync), row)| {
                 with(
                     row_json(row),
                     &[
                         ("api", json!(api.name())),
                         ("class", json!(api.class().name())),
                         ("kind", json!(kind)),
+                        ("ran_sync", json!(ran_sync)),
                     ],
                 )
             })
@@ -231,13 +232,19 @@ impl Report {
             let kinds: Vec<_> = agg
                 .by_kind
                 .map
-                .range((api.clone(), None)..)
-                .take_while(|((a, _), _)| a == api)
+                .range((api.clone(), None, false)..)
+                .take_while(|((a, _, _), _)| a == api)
                 .collect();
             // A function without kinds (a set, a wait) has one row: no total to repeat.
             let single = kinds.len() == 1 && kinds[0].0.1.is_none();
-            for ((_, kind), row) in &kinds {
-                table.push(row_cells(api.name(), kind.as_deref().unwrap_or("-"), row));
+            for ((_, kind, ran_sync), row) in &kinds {
+                let kind = kind.as_deref().unwrap_or("-");
+                let kind = if *ran_sync {
+                    format!("{kind} (ran sync)")
+                } else {
+                    kind.to_string()
+                };
+                table.push(row_cells(api.name(), &kind, row));
             }
             if !single {
                 table.push(row_cells(api.name(), "(all)", api_row));
@@ -374,9 +381,10 @@ impl Report {
             out,
             "\nok: forwarded and returned 0; failed: returned an error; injected: a fault took \
              the call's place.\nbytes: ok calls only (2D copies: width × height). \
-             {SYNC_RATE}: bytes / host time of the ok synchronous copies \
-             (aclrtMemcpy, aclrtMemcpy2d, copies the runtime ran synchronously); an \
-             asynchronous call returns at submission, so its host time gives no rate.\n\
+             {SYNC_RATE}: bytes / host time, for rows of synchronous copies only \
+             (aclrtMemcpy, aclrtMemcpy2d, and \"ran sync\": copies the runtime ran \
+             synchronously); an asynchronous call returns at submission, so its host time \
+             gives no rate.\n\
              p50/p99: {PERCENTILE_PRECISION}."
         );
         out
