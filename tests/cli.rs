@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_npushim");
 
@@ -372,18 +372,22 @@ fn report_text_shows_the_fixture_numbers() {
         text.contains("read: complete; shim wrote 8 spans, dropped 2"),
         "{text}"
     );
-    // API, kind, calls, bytes, total, mean, p50, p99, GB/s
+    // API, kind, calls, ok, failed, injected, bytes (ok calls only), total, mean, p50,
+    // p99, host GB/s (sync): all copies here are asynchronous, so no rate.
     assert!(
         has_row(&[
             "aclrtMemcpyAsync",
             "HOST_TO_DEVICE",
             "3",
-            "16384",
+            "2",
+            "1",
+            "0",
+            "8192",
             "60.000",
             "20.000",
             "20.000",
             "30.000",
-            "0.273"
+            "-"
         ]),
         "{text}"
     );
@@ -392,12 +396,15 @@ fn report_text_shows_the_fixture_numbers() {
             "aclrtMemcpyAsync",
             "(all)",
             "6",
-            "19520",
+            "3",
+            "2",
+            "1",
+            "10240",
             "107.000",
             "17.833",
             "10.000",
             "40.000",
-            "0.182"
+            "-"
         ]),
         "{text}"
     );
@@ -406,12 +413,15 @@ fn report_text_shows_the_fixture_numbers() {
             "HcclMemcpyAsync",
             "(all)",
             "2",
-            "3048",
+            "1",
+            "1",
+            "0",
+            "2048",
             "53.000",
             "26.500",
             "3.000",
             "50.000",
-            "0.058"
+            "-"
         ]),
         "{text}"
     );
@@ -463,14 +473,19 @@ fn report_json_matches_hand_computed_values() {
     };
     let acl = by_api("aclrtMemcpyAsync");
     assert_eq!(acl["calls"], 6);
-    assert_eq!(acl["bytes"], 4096 + 4096 + 8192 + 1024 + 64 + 2048);
+    assert_eq!(
+        (&acl["ok"], &acl["failed"], &acl["injected"]),
+        (&json!(3), &json!(2), &json!(1))
+    );
+    // Only the three copies that were forwarded and returned 0 moved bytes.
+    assert_eq!(acl["bytes"], 4096 + 4096 + 2048);
     assert_eq!(acl["total_us"], 107.0);
     assert_eq!(acl["mean_us"], 17.833);
     assert_eq!(acl["p50_us"], 10.0);
     assert_eq!(acl["p99_us"], 40.0);
     let hccl = by_api("HcclMemcpyAsync");
     assert_eq!(hccl["calls"], 2);
-    assert_eq!(hccl["bytes"], 3048);
+    assert_eq!(hccl["bytes"], 2048);
     assert_eq!(hccl["mean_us"], 26.5);
 
     let h2d = r["by_kind"]
@@ -480,10 +495,11 @@ fn report_json_matches_hand_computed_values() {
         .find(|row| row["api"] == "aclrtMemcpyAsync" && row["kind"] == "HOST_TO_DEVICE")
         .unwrap();
     assert_eq!(h2d["calls"], 3);
-    assert_eq!(h2d["bytes"], 16384);
+    assert_eq!(h2d["bytes"], 8192);
     assert_eq!(h2d["mean_us"], 20.0);
-    // 16384 B in 60 µs
-    assert_eq!(h2d["gb_per_s"], 0.273);
+    // Asynchronous copies: their host time is submission, so no rate.
+    assert_eq!(h2d["host_gb_per_s_sync"], Value::Null);
+    assert_eq!(h2d["class"], "copy-async");
 
     let errors: Vec<(String, i64, String, u64)> = r["errors"]
         .as_array()
@@ -549,6 +565,181 @@ fn report_json_matches_hand_computed_values() {
     assert_eq!(slowest[7]["dur_us"], 2.0);
 }
 
+/// The row of `list` (a JSON array) whose fields equal `key`.
+fn row_where<'a>(list: &'a Value, key: &[(&str, Value)]) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|row| key.iter().all(|(k, v)| &row[*k] == v))
+        .unwrap_or_else(|| panic!("no row {key:?} in {list}"))
+}
+
+#[test]
+fn report_gives_no_rate_for_asynchronous_copies_and_no_bytes_for_stopped_ones() {
+    let output = tool(&["report", "--json", &fixture_str("truth.json")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let r = &json_lines(&output)[0];
+    let kind = |api: &str, kind: &str, ran_sync: bool| {
+        row_where(
+            &r["by_kind"],
+            &[
+                ("api", json!(api)),
+                ("kind", json!(kind)),
+                ("ran_sync", json!(ran_sync)),
+            ],
+        )
+    };
+
+    // A 1 GiB asynchronous copy that returned in 26 µs, a copy stopped by an injected
+    // return(507053), one skipped by a fault, one delayed by a fault (still forwarded).
+    let h2d = kind("aclrtMemcpyAsync", "HOST_TO_DEVICE", false);
+    assert_eq!(h2d["calls"], 4);
+    assert_eq!(
+        (&h2d["ok"], &h2d["failed"], &h2d["injected"]),
+        (&json!(2), &json!(0), &json!(2))
+    );
+    assert_eq!(h2d["bytes"], (1u64 << 30) + 8192);
+    assert_eq!(h2d["host_gb_per_s_sync"], Value::Null);
+    assert_eq!(h2d["class"], "copy-async");
+    // The same function's copy that the runtime ran synchronously: its own row, with a
+    // rate (1,000,000 B in 500 µs); the function's total mixes both, so it has none.
+    let ran_sync = kind("aclrtMemcpyAsync", "HOST_TO_DEVICE", true);
+    assert_eq!(ran_sync["host_gb_per_s_sync"], 2.0);
+    let api = |name: &str| row_where(&r["by_api"], &[("api", json!(name))]);
+    assert_eq!(api("aclrtMemcpyAsync")["host_gb_per_s_sync"], Value::Null);
+    assert_eq!(
+        api("aclrtMemcpyAsync")["bytes"],
+        (1u64 << 30) + 8192 + 1_000_000
+    );
+
+    // Synchronous aclrtMemcpy: 2,000,000 + 6,000,000 B in 1000 + 2000 µs; the failed call
+    // (ret 107000) is counted, and neither its bytes nor its 50 µs enter the rate.
+    let memcpy = api("aclrtMemcpy");
+    assert_eq!(
+        (&memcpy["calls"], &memcpy["failed"]),
+        (&json!(3), &json!(1))
+    );
+    assert_eq!(memcpy["bytes"], 8_000_000);
+    assert_eq!(memcpy["class"], "copy-sync");
+    assert_eq!(memcpy["host_gb_per_s_sync"], 2.667);
+    // 2D: width x height bytes; the synchronous one gets a rate, the asynchronous one not.
+    assert_eq!(api("aclrtMemcpy2d")["bytes"], 1000 * 500);
+    assert_eq!(api("aclrtMemcpy2d")["host_gb_per_s_sync"], 2.0);
+    assert_eq!(api("aclrtMemcpy2dAsync")["bytes"], 64 * 64);
+    assert_eq!(api("aclrtMemcpy2dAsync")["host_gb_per_s_sync"], Value::Null);
+    for name in [
+        "aclrtMemcpyAsyncWithCondition",
+        "aclrtMemsetAsync",
+        "HcclD2DMemcpyAsync",
+    ] {
+        assert_eq!(api(name)["calls"], 1, "{name}");
+        assert_eq!(api(name)["host_gb_per_s_sync"], Value::Null, "{name}");
+    }
+    // HcclD2DMemcpyAsync has no kind argument: it is device to device.
+    assert_eq!(
+        kind("HcclD2DMemcpyAsync", "DEVICE_TO_DEVICE", false)["bytes"],
+        262144
+    );
+    // A wait moves no bytes.
+    assert_eq!(api("aclrtSynchronizeStream")["bytes"], Value::Null);
+    assert_eq!(r["faults"].as_array().unwrap().len(), 3);
+
+    // The text says the same: no GB/s on the asynchronous row, the stopped copy in the
+    // injected column and not in bytes.
+    let output = tool(&["report", &fixture_str("truth.json")]);
+    let text = stdout(&output);
+    let cells = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let row = |prefix: &[&str]| {
+        text.lines()
+            .map(cells)
+            .find(|c| c.len() > prefix.len() && c[..prefix.len()] == *prefix)
+            .unwrap_or_else(|| panic!("no row {prefix:?} in {text}"))
+    };
+    assert!(text.contains("host GB/s (sync)"), "{text}");
+    // API, kind, calls, ok, failed, injected, bytes, total, mean, p50, p99, host GB/s (sync)
+    let h2d = row(&["aclrtMemcpyAsync", "HOST_TO_DEVICE", "4"]);
+    assert_eq!(h2d[3..7], ["2", "0", "2", "1073750016"]);
+    assert_eq!(h2d[11], "-");
+    let sync = row(&["aclrtMemcpyAsync", "HOST_TO_DEVICE", "(ran", "sync)"]);
+    assert_eq!(sync.last().unwrap(), "2.000");
+    let memcpy = row(&["aclrtMemcpy", "(all)"]);
+    assert_eq!(memcpy[6], "8000000");
+    assert_eq!(memcpy[11], "2.667");
+    let memset = row(&["aclrtMemsetAsync", "-"]);
+    assert_eq!(memset[6], "4096");
+    assert_eq!(memset[11], "-");
+    assert_eq!(row(&["aclrtSynchronizeStream", "-"])[6], "-");
+}
+
+#[test]
+fn report_host_waits_table_per_function_and_stream() {
+    // 100 waits on stream 0x3000 of 1, 2, …, 100 ms in a scrambled order; 3 on an event
+    // (30, 10, 20 µs); 1 on the device; 2 with a timeout, one of which failed.
+    let output = tool(&["report", "--json", &fixture_str("waits.json")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let r = &json_lines(&output)[0];
+    let wait = |api: &str, on: &str| {
+        row_where(
+            &r["waits"],
+            &[("api", json!(api)), ("waited_on", json!(on))],
+        )
+        .clone()
+    };
+    let stream = wait("aclrtSynchronizeStream", "stream 0x3000");
+    assert_eq!(stream["calls"], 100);
+    assert_eq!(stream["total_us"], 5_050_000.0);
+    // Nearest rank: the 50th and 99th of 100 sorted values.
+    assert_eq!(stream["p50_us"], 50_000.0);
+    assert_eq!(stream["p99_us"], 99_000.0);
+    assert_eq!(stream["max_us"], 100_000.0);
+    let event = wait("aclrtSynchronizeEvent", "event 0x5000");
+    assert_eq!(
+        (
+            &event["calls"],
+            &event["total_us"],
+            &event["p50_us"],
+            &event["max_us"]
+        ),
+        (&json!(3), &json!(60.0), &json!(20.0), &json!(30.0))
+    );
+    assert_eq!(wait("aclrtSynchronizeDevice", "device")["max_us"], 7.5);
+    let timeout = wait("aclrtSynchronizeStreamWithTimeout", "stream 0x3100");
+    assert_eq!(
+        (&timeout["calls"], &timeout["failed"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(timeout["max_us"], 1_000_000.0);
+    assert_eq!(r["waits"].as_array().unwrap().len(), 4);
+
+    let text = stdout(&tool(&["report", &fixture_str("waits.json")]));
+    assert!(
+        text.contains("Host waits (time the host blocked, by function and what it waited on)"),
+        "{text}"
+    );
+    // API, waited on (two words), calls, failed, injected, total, p50, p99, longest
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "aclrtSynchronizeStream",
+                    "stream",
+                    "0x3000",
+                    "100",
+                    "0",
+                    "0",
+                    "5050000.000",
+                    "50000.000",
+                    "99000.000",
+                    "100000.000"
+                ]),
+        "{text}"
+    );
+}
+
 #[test]
 fn report_reads_a_cut_off_trace() {
     let output = tool(&["report", &fixture_str("cutoff.json")]);
@@ -607,12 +798,15 @@ fn report_skips_and_names_malformed_events_instead_of_reading_them_as_0() {
                     "aclrtMemcpyAsync",
                     "(all)",
                     "4",
-                    "14400",
+                    "2",
+                    "2",
+                    "0",
+                    "6144",
                     "82.000",
                     "20.500",
                     "10.000",
                     "40.000",
-                    "0.176"
+                    "-"
                 ]),
         "{text}"
     );

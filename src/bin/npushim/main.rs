@@ -7,6 +7,7 @@
 //! it reads traces through their documented file format, not through the library's code.
 
 mod codes;
+mod functions;
 mod merge;
 mod output;
 mod reader;

@@ -21,9 +21,6 @@ pub const SUPPORTED_FORMAT: u64 = 1;
 /// Longest line accepted; a real event line is a few hundred bytes.
 const MAX_LINE: usize = 16 << 20;
 
-/// Names of the spans the shim writes.
-pub const SPAN_NAMES: [&str; 2] = ["aclrtMemcpyAsync", "HcclMemcpyAsync"];
-
 /// A problem with one trace file; shown as `<what> (<path>)`.
 #[derive(Debug)]
 pub struct TraceError {
@@ -91,9 +88,9 @@ impl Event {
         self.ph() == "M" && self.name() == "npushim"
     }
 
-    /// Whether this is a span of one of the two intercepted APIs.
+    /// Whether this is a span of a function the shim traces.
     pub fn is_npushim_span(&self) -> bool {
-        self.ph() == "X" && SPAN_NAMES.contains(&self.name())
+        self.ph() == "X" && crate::functions::lookup(self.name()).is_some()
     }
 }
 
