@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds npushim and the simulated Ascend runtime, then shows the shim at work on
-# unmodified programs: a copy pipeline and an 8-rank ring all-gather under tracing and
-# checks, a training loop surviving injected faults, and a 4-rank job merged into one
-# timeline. Everything it leaves is in demo-out/ (traces, merged trace, summaries).
+# unmodified programs: a copy pipeline, an 8-rank ring all-gather (HcclMemcpyAsync and
+# HcclD2DMemcpyAsync) and a torch_npu-like tensor program under tracing and checks, a
+# training loop surviving injected faults, and a 4-rank job merged into one timeline.
+# Everything it leaves is in demo-out/ (traces, merged trace, summaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,6 +30,13 @@ say "1. copy_pipeline: H2D -> D2D -> D2H on 4 streams, pinned and pageable memor
 say "2. ring_allgather: 8 simulated devices, HcclMemcpyAsync over HCCS (each nests an aclrtMemcpyAsync)"
 NPUSIM_GBPS=50 "$NPUSHIM" run --trace "$OUT/ring_allgather-%p.json" -- "$BIN/ring_allgather"
 
+say "2b. the same all-gather through HcclD2DMemcpyAsync on hccl::DeviceMem (HCCL's hot path)"
+NPUSIM_GBPS=50 "$NPUSHIM" run --trace "$OUT/ring_allgather_d2d-%p.json" -- "$BIN/ring_allgather" --d2d
+
+say "2c. torch_like: blocking .to()/.cpu() (aclrtSynchronizeStream + aclrtMemcpy), memset, 2D copy, host waits"
+NPUSIM_GBPS=20 "$NPUSHIM" run --trace "$OUT/torch_like-%p.json" -- "$BIN/torch_like" 4194304
+echo "(its non_blocking D2H, aclrtMemcpyAsyncWithCondition, is found with dlopen + dlsym(handle))" >&2
+
 say "3. checks: a program making one bad call of each kind (warn: reported and forwarded)"
 "$NPUSHIM" run --trace "$OUT/bad_calls-%p.json" -- "$BIN/bad_calls" >"$OUT/bad_calls.out" 2>"$OUT/bad_calls.err" || true
 grep -c '^case ' "$OUT/bad_calls.out" | xargs printf 'bad_calls: %s calls made; the shim reported:\n' >&2
@@ -53,10 +61,12 @@ for p in "${pids[@]}"; do wait "$p"; done
 "$NPUSHIM" report "$OUT/merged.json" >"$OUT/merged-report.txt"
 
 say "summary of every trace"
-for t in "$OUT"/copy_pipeline-*.json "$OUT"/ring_allgather-*.json "$OUT"/retry_copy-*.json; do
+for t in "$OUT"/copy_pipeline-*.json "$OUT"/ring_allgather-*.json "$OUT"/ring_allgather_d2d-*.json \
+    "$OUT"/torch_like-*.json "$OUT"/retry_copy-*.json; do
     "$NPUSHIM" report "$t" >"${t%.json}-report.txt"
 done
 cat "$OUT"/ring_allgather-*-report.txt
+cat "$OUT"/torch_like-*-report.txt
 
 say "done"
 cat >&2 <<TXT

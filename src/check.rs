@@ -11,7 +11,7 @@ use crate::memmap::MemKind;
 
 use crate::abi::types::{
     ACL_ERROR_INVALID_PARAM, ACL_ERROR_RT_ADDR_UNALIGNED, ACL_ERROR_RT_FEATURE_NOT_SUPPORT,
-    ACL_ERROR_RT_PARAM_INVALID, Api, Call, Class, HCCL_E_PARA, HCCL_E_PTR,
+    ACL_ERROR_RT_PARAM_INVALID, Api, Call, Class, HCCL_E_PARA, HCCL_E_PTR, Hook,
 };
 
 /// One rule of SPEC §4. The order is the runtime's own order of checks for the error rules
@@ -99,6 +99,42 @@ impl Rule {
             }
             (Rule::Kind, Api::Hccl) | (Rule::Size, Api::Hccl) => Some(HCCL_E_PARA),
             _ => None,
+        }
+    }
+
+    /// The code strict mode returns for a call of `hook` that breaks this rule: the API's
+    /// code (SPEC §4 table), except where the function's own check of that condition
+    /// returns another. A 2D copy's `size` (width wider than a pitch) is checked by the ACL
+    /// layer with its parameter checks (`ACL_ERROR_INVALID_PARAM`, open-source CANN
+    /// `CheckMemcpy2dParam`, the simulated runtime alike), and `HcclD2DMemcpyAsync`
+    /// answers `dst.size_ < src.size_` with `HCCL_E_PTR` (hcomm `dispatcher_common.cc`,
+    /// SPEC §2.3) before it ever compares `count` with `destMax`.
+    pub const fn strict_code_for(self, hook: Hook) -> Option<i32> {
+        match (self, hook.class(), hook) {
+            (Rule::Size, Class::Copy2dAsync | Class::Copy2dSync, _) => {
+                Some(ACL_ERROR_INVALID_PARAM)
+            }
+            (Rule::Size, _, Hook::HcclD2DMemcpyAsync) => Some(HCCL_E_PTR),
+            _ => self.strict_code(hook.api()),
+        }
+    }
+
+    /// A one-line explanation for diagnostics about a call of `hook`.
+    pub const fn explain_for(self, hook: Hook) -> &'static str {
+        match (self, hook.class(), hook) {
+            (Rule::Size, Class::Copy2dAsync | Class::Copy2dSync, _) => {
+                "width exceeds dpitch or spitch"
+            }
+            (Rule::Size, Class::SetAsync, _) => "count exceeds maxCount",
+            (Rule::Size, _, Hook::HcclD2DMemcpyAsync) => "dst.size_ is smaller than src.size_",
+            (Rule::Null, Class::SetAsync, _) => "devPtr is NULL with count > 0",
+            (Rule::Null, _, Hook::HcclD2DMemcpyAsync) => {
+                "dispatcher, a DeviceMem's ptr_ or the stream reference is NULL"
+            }
+            (Rule::Kind, Class::Copy2dAsync | Class::Copy2dSync, _) => {
+                "kind is not an aclrtMemcpyKind accepted by 2D copies (0-4)"
+            }
+            _ => self.explain(hook.api()),
         }
     }
 
@@ -396,7 +432,10 @@ fn check_all(call: &Call, enabled: RuleSet) -> Violations {
                 return v;
             }
             flag(Rule::Null, call.dst == 0 || call.src == 0);
-            flag(Rule::Kind, !(0..=5).contains(&call.kind));
+            // 2D copies take kinds 0-4 only: HOST_TO_BUF_TO_DEVICE (5) is a 1D kind, and the
+            // runtime rejects it there with ACL_ERROR_INVALID_PARAM.
+            let kinds = if class.is_2d() { 0..=4 } else { 0..=5 };
+            flag(Rule::Kind, !kinds.contains(&call.kind));
             if class.is_2d() {
                 // A row wider than either pitch.
                 flag(
@@ -635,12 +674,13 @@ pub fn check_with_memory(call: &Call, view: &MemView, enabled: RuleSet) -> MemVe
     verdict
 }
 
-/// In strict mode: the first violated error rule (table order) and the code to return.
-pub fn strict_verdict(api: Api, violations: Violations) -> Option<(Rule, i32)> {
+/// In strict mode: the first violated error rule (table order) of a call of `hook`, and the
+/// code to return.
+pub fn strict_verdict(hook: Hook, violations: Violations) -> Option<(Rule, i32)> {
     violations
         .iter()
         .filter(|r| r.is_error())
-        .find_map(|r| r.strict_code(api).map(|code| (r, code)))
+        .find_map(|r| r.strict_code_for(hook).map(|code| (r, code)))
 }
 
 #[cfg(test)]
@@ -719,7 +759,7 @@ mod tests {
         assert!(check(&bad, RuleSet::ALL).contains(Rule::Size));
         let bad = hccl(BASE, BASE + 8192, 4096, 4097, 1, 1);
         assert_eq!(
-            strict_verdict(Api::Hccl, check(&bad, RuleSet::ALL)),
+            strict_verdict(Hook::HcclMemcpyAsync, check(&bad, RuleSet::ALL)),
             Some((Rule::Size, 1))
         );
         let huge = acl(BASE, BASE + 8192, u64::MAX - 1, u64::MAX, 1);
@@ -760,13 +800,13 @@ mod tests {
     fn null_pointers() {
         let c = acl(0, BASE, 64, 64, 1);
         assert_eq!(
-            strict_verdict(Api::Acl, check(&c, RuleSet::ALL)),
+            strict_verdict(Hook::AclrtMemcpyAsync, check(&c, RuleSet::ALL)),
             Some((Rule::Null, 100_000))
         );
         let mut h = hccl(BASE, BASE + 64, 64, 64, 1, 1);
         h.stream = 0;
         assert_eq!(
-            strict_verdict(Api::Hccl, check(&h, RuleSet::ALL)),
+            strict_verdict(Hook::HcclMemcpyAsync, check(&h, RuleSet::ALL)),
             Some((Rule::Null, 2))
         );
         h.stream = 1;
@@ -779,7 +819,7 @@ mod tests {
         let c = acl(BASE, BASE + 64, 128, 128, 3);
         let v = check(&c, RuleSet::ALL);
         assert_eq!(names(v), ["overlap"]);
-        assert_eq!(strict_verdict(Api::Acl, v), None);
+        assert_eq!(strict_verdict(Hook::AclrtMemcpyAsync, v), None);
         // src == dst is a no-op copy, not an overlap; adjacent ranges do not overlap.
         assert!(check(&acl(BASE, BASE, 128, 128, 3), RuleSet::ALL).is_empty());
         assert!(check(&acl(BASE, BASE + 128, 128, 128, 3), RuleSet::ALL).is_empty());
@@ -796,7 +836,7 @@ mod tests {
             let h = hccl(BASE, BASE + 4096, 64, 64, 1, link);
             let v = check(&h, RuleSet::ALL);
             assert_eq!(v.contains(Rule::Link), broken, "{link}");
-            assert_eq!(strict_verdict(Api::Hccl, v), None);
+            assert_eq!(strict_verdict(Hook::HcclMemcpyAsync, v), None);
         }
     }
 
@@ -806,18 +846,90 @@ mod tests {
         let c = acl(0, BASE + 1, 10, 20, 9);
         let v = check(&c, RuleSet::ALL);
         assert_eq!(names(v), ["null", "kind", "size", "align"]);
-        assert_eq!(strict_verdict(Api::Acl, v), Some((Rule::Null, 100_000)));
+        assert_eq!(
+            strict_verdict(Hook::AclrtMemcpyAsync, v),
+            Some((Rule::Null, 100_000))
+        );
         let v = check(&c, RuleSet::ALL.without(Rule::Null).without(Rule::Kind));
-        assert_eq!(strict_verdict(Api::Acl, v), Some((Rule::Size, 107_000)));
+        assert_eq!(
+            strict_verdict(Hook::AclrtMemcpyAsync, v),
+            Some((Rule::Size, 107_000))
+        );
         let c = acl(BASE + 1, BASE, 64, 64, 0);
         assert_eq!(
-            strict_verdict(Api::Acl, check(&c, RuleSet::ALL)),
+            strict_verdict(Hook::AclrtMemcpyAsync, check(&c, RuleSet::ALL)),
             Some((Rule::Align, 107_008))
         );
         let c = acl(BASE, BASE + 4096, 64, 64, 0);
         assert_eq!(
-            strict_verdict(Api::Acl, check(&c, RuleSet::ALL)),
+            strict_verdict(Hook::AclrtMemcpyAsync, check(&c, RuleSet::ALL)),
             Some((Rule::H2h, 207_000))
+        );
+    }
+
+    #[test]
+    fn strict_codes_follow_each_function_s_own_check() {
+        // A row wider than its pitch: the ACL layer's parameter check, 100000.
+        let wide = Call {
+            dst: BASE,
+            src: BASE + 8192,
+            dest_max: 64,
+            spitch: 256,
+            count: 128,
+            height: 8,
+            kind: 3,
+            stream: 0x1000,
+            ..Call::of(Hook::AclrtMemcpy2dAsync)
+        };
+        let v = check(&wide, RuleSet::ALL);
+        assert_eq!(names(v), ["size"]);
+        assert_eq!(
+            strict_verdict(wide.hook, v),
+            Some((Rule::Size, ACL_ERROR_INVALID_PARAM))
+        );
+        let sync = Call {
+            hook: Hook::AclrtMemcpy2d,
+            ..wide
+        };
+        assert_eq!(
+            strict_verdict(sync.hook, check(&sync, RuleSet::ALL)),
+            Some((Rule::Size, ACL_ERROR_INVALID_PARAM))
+        );
+        // HOST_TO_BUF_TO_DEVICE is a 1D kind only.
+        let kind5 = Call {
+            dest_max: 256,
+            kind: 5,
+            ..wide
+        };
+        assert_eq!(names(check(&kind5, RuleSet::ALL)), ["kind"]);
+        let one_d = acl(BASE, BASE + 8192, 256, 128, 5);
+        assert!(check(&one_d, RuleSet::ALL).is_empty());
+        // A memset past maxCount: the runtime's 107000.
+        let set = Call {
+            dst: BASE,
+            dest_max: 256,
+            count: 512,
+            stream: 0x1000,
+            ..Call::of(Hook::AclrtMemsetAsync)
+        };
+        assert_eq!(
+            strict_verdict(set.hook, check(&set, RuleSet::ALL)),
+            Some((Rule::Size, ACL_ERROR_RT_PARAM_INVALID))
+        );
+        // HcclD2DMemcpyAsync: dst.size_ < src.size_ is HCCL_E_PTR; HcclMemcpyAsync's
+        // count > destMax stays HCCL_E_PARA.
+        let small = Call {
+            hook: Hook::HcclD2DMemcpyAsync,
+            ..hccl(BASE, BASE + 8192, 256, 512, 3, 1)
+        };
+        assert_eq!(
+            strict_verdict(small.hook, check(&small, RuleSet::ALL)),
+            Some((Rule::Size, HCCL_E_PTR))
+        );
+        let seed = hccl(BASE, BASE + 8192, 256, 512, 3, 1);
+        assert_eq!(
+            strict_verdict(seed.hook, check(&seed, RuleSet::ALL)),
+            Some((Rule::Size, HCCL_E_PARA))
         );
     }
 
@@ -937,7 +1049,7 @@ mod tests {
         fn strict_outcome_matches_the_model(c in arb_call()) {
             // The model is that of the two seed functions.
             let c = Call { hook: Call::new(c.api).hook, refs_null: false, ..c };
-            let verdict = strict_verdict(c.api, check(&c, RuleSet::ALL)).map(|(_, code)| code);
+            let verdict = strict_verdict(c.hook, check(&c, RuleSet::ALL)).map(|(_, code)| code);
             prop_assert_eq!(verdict, model_strict(&c));
         }
     }

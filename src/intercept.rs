@@ -350,7 +350,7 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
     if !violations.is_empty() {
         runtime::note_violations(rt, call, violations);
         if rt.check.mode == Mode::Strict {
-            verdict = check::strict_verdict(call.api, violations).map(|(_, code)| code);
+            verdict = check::strict_verdict(call.hook, violations).map(|(_, code)| code);
         }
     }
     let mut decision = Decision::Forward;
@@ -440,7 +440,7 @@ fn abort(call: &Call, start: Option<u64>, judged: &Judged) -> ! {
     }
     crate::diag::warn!(
         "injected abort in {} [{}] (seed {})",
-        call.api.symbol(),
+        call.hook.symbol(),
         runtime::describe_call(call),
         runtime::seed()
     );

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::abi::types::{Api, Call, Hook};
+use crate::abi::types::{Api, Call, Class, Hook};
 use crate::check::{CheckConfig, Mode, RULES, Violations};
 use crate::config::{Config, Sink};
 use crate::fault::{Decision, FaultSpec};
@@ -340,7 +340,7 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
     // In strict mode every line of this call names the code actually returned: that of
     // the first violated error rule.
     let blocked = match rt.check.mode {
-        Mode::Strict => crate::check::strict_verdict(call.api, violations).map(|(_, code)| code),
+        Mode::Strict => crate::check::strict_verdict(call.hook, violations).map(|(_, code)| code),
         _ => None,
     };
     for rule in violations.iter() {
@@ -357,10 +357,10 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
             };
             diag::warn!(
                 "{}: {} [{}]: {}; {verdict}{}",
-                call.api.symbol(),
+                call.hook.symbol(),
                 rule.name(),
                 describe_call(call),
-                rule.explain(call.api),
+                rule.explain_for(call.hook),
                 if n + 1 == WARN_LIMIT {
                     " (further occurrences of this rule are counted silently)"
                 } else {
@@ -371,14 +371,50 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
     }
 }
 
-/// A call's arguments as one short line.
+/// A call's arguments as one short line, under the function's own parameter names.
 pub fn describe_call(c: &Call) -> String {
-    match c.api {
-        Api::Acl => format!(
+    match (c.api, c.hook.class()) {
+        (_, Class::Wait) => match c.hook {
+            Hook::AclrtSynchronizeEvent => format!("event={:#x}", c.event),
+            Hook::AclrtSynchronizeDevice => String::new(),
+            Hook::AclrtSynchronizeStreamWithTimeout => {
+                format!("stream={:#x} timeout={}", c.stream, c.value)
+            }
+            _ => format!("stream={:#x}", c.stream),
+        },
+        (Api::Acl, Class::SetAsync) => format!(
+            "devPtr={:#x} maxCount={} value={} count={} stream={:#x}",
+            c.dst, c.dest_max, c.value, c.count, c.stream
+        ),
+        (Api::Acl, Class::Copy2dAsync | Class::Copy2dSync) => format!(
+            "dst={:#x} dpitch={} src={:#x} spitch={} width={} height={} kind={}{}",
+            c.dst,
+            c.dest_max,
+            c.src,
+            c.spitch,
+            c.count,
+            c.height,
+            c.kind,
+            if c.hook.class().is_async() {
+                format!(" stream={:#x}", c.stream)
+            } else {
+                String::new()
+            }
+        ),
+        (Api::Acl, Class::CopySync) => format!(
+            "dst={:#x} destMax={} src={:#x} count={} kind={}",
+            c.dst, c.dest_max, c.src, c.count, c.kind
+        ),
+        (Api::Hccl, _) if c.hook == Hook::HcclD2DMemcpyAsync => format!(
+            "dispatcher={:#x} dst={:#x} destMax={} src={:#x} count={} stream={:#x} \
+             remoteUserRank={} linkType={}",
+            c.dispatcher, c.dst, c.dest_max, c.src, c.count, c.stream, c.remote_rank, c.link
+        ),
+        (Api::Acl, _) => format!(
             "dst={:#x} destMax={} src={:#x} count={} kind={} stream={:#x}",
             c.dst, c.dest_max, c.src, c.count, c.kind, c.stream
         ),
-        Api::Hccl => format!(
+        (Api::Hccl, _) => format!(
             "dispatcher={:#x} dst={:#x} destMax={} src={:#x} count={} kind={} stream={:#x} \
              remoteUserRank={} linkType={}",
             c.dispatcher,
@@ -416,7 +452,7 @@ fn summarise() {
             },
             first.map_or_else(
                 || "?".to_string(),
-                |c| format!("{} {}", c.api.symbol(), describe_call(&c))
+                |c| format!("{} {}", c.hook.symbol(), describe_call(&c))
             )
         );
     }

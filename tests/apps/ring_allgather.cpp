@@ -9,7 +9,11 @@
  * After ranks-1 steps every rank holds every block; each rank copies its
  * buffer back to the host and verifies it.  stdout is deterministic.
  *
- * usage: ring_allgather [bytes per rank]   (default 262144)
+ * With --d2d each step is HcclD2DMemcpyAsync on two hccl::DeviceMem views
+ * (the destination view runs to the end of the peer's buffer, the source view
+ * is one block), the form HCCL's own collectives use.
+ *
+ * usage: ring_allgather [--d2d] [bytes per rank]   (default 262144)
  * exit status: 0 when every rank gathered the right data, 1 otherwise.
  */
 #include <pthread.h>
@@ -31,6 +35,7 @@ constexpr int kMaxRanks = 8;
 
 struct Shared {
     int ranks;
+    bool d2d;
     size_t blockBytes;
     pthread_barrier_t barrier;
     void *recv[kMaxRanks]; // each rank's gather buffer (device memory)
@@ -81,6 +86,11 @@ bool HcclOk(Shared *sh, int rank, const char *what, HcclResult ret)
     return false;
 }
 
+const char *CopyName(const Shared *sh)
+{
+    return sh->d2d ? "HcclD2DMemcpyAsync" : "HcclMemcpyAsync";
+}
+
 void *RankMain(void *p)
 {
     auto *arg = static_cast<RankArg *>(p);
@@ -117,10 +127,18 @@ void *RankMain(void *p)
             auto *src = static_cast<unsigned char *>(sh->recv[rank]) + static_cast<size_t>(slot) * block;
             auto *dst = static_cast<unsigned char *>(sh->recv[next]) + static_cast<size_t>(slot) * block;
             const uint64_t destMax = total - static_cast<uint64_t>(slot) * block;
-            ok = HcclOk(sh, rank, "HcclMemcpyAsync",
-                        HcclMemcpyAsync(dispatcher, dst, destMax, src, block,
-                                        HcclRtMemcpyKind::HCCL_RT_MEMCPY_KIND_DEVICE_TO_DEVICE, hcclStream,
-                                        static_cast<u32>(next), hccl::LinkType::LINK_HCCS)) &&
+            HcclResult copied;
+            if (sh->d2d) {
+                hccl::DeviceMem dstMem = hccl::DeviceMem::create(dst, destMax);
+                const hccl::DeviceMem srcMem = hccl::DeviceMem::create(src, block);
+                copied = HcclD2DMemcpyAsync(dispatcher, dstMem, srcMem, hcclStream, static_cast<u32>(next),
+                                            hccl::LinkType::LINK_HCCS);
+            } else {
+                copied = HcclMemcpyAsync(dispatcher, dst, destMax, src, block,
+                                         HcclRtMemcpyKind::HCCL_RT_MEMCPY_KIND_DEVICE_TO_DEVICE, hcclStream,
+                                         static_cast<u32>(next), hccl::LinkType::LINK_HCCS);
+            }
+            ok = HcclOk(sh, rank, CopyName(sh), copied) &&
                  AclOk(sh, rank, "aclrtSynchronizeStream", aclrtSynchronizeStream(stream));
             arg->result.copies++;
         }
@@ -166,10 +184,16 @@ void *RankMain(void *p)
 int main(int argc, char **argv)
 {
     size_t blockBytes = 256 * 1024;
-    if (argc > 1) {
-        long long v = atoll(argv[1]);
-        if (v < 1) {
-            fprintf(stderr, "usage: %s [bytes per rank >= 1]\n", argv[0]);
+    bool d2d = false;
+    int argi = 1;
+    if (argi < argc && strcmp(argv[argi], "--d2d") == 0) {
+        d2d = true;
+        argi++;
+    }
+    if (argi < argc) {
+        long long v = atoll(argv[argi]);
+        if (v < 1 || argi + 1 < argc) {
+            fprintf(stderr, "usage: %s [--d2d] [bytes per rank >= 1]\n", argv[0]);
             return 1;
         }
         blockBytes = static_cast<size_t>(v);
@@ -192,6 +216,7 @@ int main(int argc, char **argv)
     Shared shared;
     shared.ranks = devices < static_cast<uint32_t>(kMaxRanks) ? static_cast<int>(devices) : kMaxRanks;
     shared.blockBytes = blockBytes;
+    shared.d2d = d2d;
     for (void *&r : shared.recv)
         r = nullptr;
     pthread_barrier_init(&shared.barrier, nullptr, static_cast<unsigned>(shared.ranks));
@@ -218,13 +243,13 @@ int main(int argc, char **argv)
     const int steps = shared.ranks - 1;
     printf("ring_allgather: %d ranks, %d steps, %zu bytes per rank, link HCCS\n", shared.ranks, steps, blockBytes);
     for (const RankArg &a : args)
-        printf("rank %d: %d HcclMemcpyAsync, gathered %d blocks, checksum 0x%016" PRIx64 "\n", a.rank,
-               a.result.copies, shared.ranks - a.result.badBlocks, a.result.checksum);
+        printf("rank %d: %d %s, gathered %d blocks, checksum 0x%016" PRIx64 "\n", a.rank,
+               a.result.copies, CopyName(&shared), shared.ranks - a.result.badBlocks, a.result.checksum);
     if (shared.failed.load() != 0 || bad != 0 || !sameChecksum || copies != shared.ranks * steps) {
         printf("FAILED\n");
         return 1;
     }
-    printf("ring_allgather: %d HcclMemcpyAsync calls, all ranks agree\n", copies);
+    printf("ring_allgather: %d %s calls, all ranks agree\n", copies, CopyName(&shared));
     printf("OK\n");
     return 0;
 }
