@@ -182,6 +182,10 @@ fn the_report_knows_every_hooked_function_and_its_class() {
             Class::CopySync | Class::Copy2dSync => "copy-sync",
             Class::SetAsync => "set-async",
             Class::Wait => "wait",
+            Class::AllocDevice | Class::AllocHost => "alloc",
+            Class::Free => "free",
+            Class::Register => "register",
+            Class::Unregister => "unregister",
         };
         let got = row(&r["by_api"], &[("api", json!(hook.symbol()))]);
         assert_eq!(got["class"], expected, "{}", hook.symbol());
