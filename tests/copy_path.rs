@@ -47,7 +47,9 @@ fn is_hooked(name: &str) -> bool {
 
 /// The spans of hooked copies, sets and waits, in trace order.
 fn copy_path_spans(trace: &Trace) -> impl Iterator<Item = &Value> {
-    trace.spans().filter(|s| s["name"].as_str().is_some_and(is_hooked))
+    trace
+        .spans()
+        .filter(|s| s["name"].as_str().is_some_and(is_hooked))
 }
 
 /// True when the library under test exports `dlsym` (the handle-lookup interposition).
@@ -332,7 +334,10 @@ fn checks_on_the_copy_path_in_warn_mode_report_and_forward() {
         assert_eq!(violations_of(span), *rules, "{case}: {span}");
         assert_eq!(span["args"]["ret"], *ret, "{case}: {span}");
     }
-    assert_same_calls(&hooked_lines(&r.log), &copy_path_spans(&r.trace).collect::<Vec<_>>());
+    assert_same_calls(
+        &hooked_lines(&r.log),
+        &copy_path_spans(&r.trace).collect::<Vec<_>>(),
+    );
     // Each rule is named with the function and its own parameters.
     let err = stderr(&r.shim);
     for line in [
