@@ -39,6 +39,8 @@ pub struct Config {
     pub disable: bool,
     /// `NPUSHIM_MEMMAP`: keep the map of the program's allocations (SPEC §9).
     pub memmap: bool,
+    /// `NPUSHIM_DEVICE=events`: time async copies on the device (SPEC §10).
+    pub device_events: bool,
     /// `NPUSHIM_DLSYM`: handle lookups (`dlsym(handle, …)`) of hooked names answered with
     /// the shim's exports.
     pub dlsym: bool,
@@ -70,6 +72,7 @@ impl Default for Config {
         Config {
             disable: false,
             memmap: true,
+            device_events: false,
             dlsym: true,
             trace: Some(DEFAULT_TRACE.to_string()),
             sink: Sink::Native,
@@ -86,9 +89,10 @@ impl Default for Config {
 }
 
 /// Every variable the configuration reads, except the rank variables.
-pub const VARS: [&str; 13] = [
+pub const VARS: [&str; 14] = [
     "NPUSHIM_DISABLE",
     "NPUSHIM_MEMMAP",
+    "NPUSHIM_DEVICE",
     "NPUSHIM_DLSYM",
     "NPUSHIM_LOG",
     "NPUSHIM_TRACE",
@@ -134,6 +138,7 @@ fn default_note(name: &str) -> &'static str {
     match name {
         "NPUSHIM_DISABLE" => "the shim stays enabled",
         "NPUSHIM_MEMMAP" => "the memory map stays on",
+        "NPUSHIM_DEVICE" => "the device timeline stays off",
         "NPUSHIM_DLSYM" => "handle lookups still see the shim",
         "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
         "NPUSHIM_TRACE" => "using npushim-%p.json",
@@ -208,6 +213,16 @@ impl Config {
                 None => warnings.push(format!(
                     "NPUSHIM_MEMMAP={v:?} is not on or off (expected on/off, 1/0, true/false, \
                      yes/no); the memory map stays on"
+                )),
+            }
+        }
+        if let Some(v) = get("NPUSHIM_DEVICE") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "events" => c.device_events = true,
+                "off" | "0" | "none" | "" => c.device_events = false,
+                _ => warnings.push(format!(
+                    "NPUSHIM_DEVICE={v:?} is not a device timeline mode (expected off or events); \
+                     the device timeline stays off"
                 )),
             }
         }
@@ -315,6 +330,7 @@ mod tests {
         match name {
             "NPUSHIM_DISABLE" => "1",
             "NPUSHIM_MEMMAP" => "off",
+            "NPUSHIM_DEVICE" => "events",
             "NPUSHIM_DLSYM" => "0",
             "NPUSHIM_LOG" => "info",
             "NPUSHIM_TRACE" => "/tmp/t-%p.json",
@@ -428,6 +444,23 @@ mod tests {
         assert_eq!(c.log, Level::Warn);
         assert_eq!(c.sink, Sink::Native);
         assert_eq!(c.rank, 0);
+    }
+
+    #[test]
+    fn the_device_timeline_is_off_unless_asked_for() {
+        assert!(!from(&[]).0.device_events);
+        assert!(from(&[("NPUSHIM_DEVICE", "events")]).0.device_events);
+        assert!(from(&[("NPUSHIM_DEVICE", " EVENTS ")]).0.device_events);
+        assert!(!from(&[("NPUSHIM_DEVICE", "off")]).0.device_events);
+        let (c, w) = from(&[("NPUSHIM_DEVICE", "cupti")]);
+        assert!(!c.device_events);
+        assert_eq!(
+            w,
+            [
+                "NPUSHIM_DEVICE=\"cupti\" is not a device timeline mode (expected off or events); \
+              the device timeline stays off"
+            ]
+        );
     }
 
     #[test]

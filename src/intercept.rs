@@ -162,8 +162,10 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Optio
         Judged::CLEAN
     };
     let start = clock::now();
+    let timing = device_begin(call, &judged);
     let ret = forward();
     let end = clock::now();
+    device_end(timing, call, ret, &judged, start, end);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         trace::record(&to_record(
             call,
@@ -240,9 +242,13 @@ pub fn call<F: Copy>(
         // slow runtime call.
         std::thread::sleep(Duration::from_nanos(ns));
     }
+    let mut timing = None;
     let ret = match (plan.verdict, plan.real) {
         (Some(code), _) => code,
         (None, Some(f)) => {
+            if plan.start.is_some() {
+                timing = device_begin(&call, &plan.judged);
+            }
             cell.set((call.depth + 1) << 1);
             let ret = forward(f);
             cell.set(call.depth << 1 | BUSY);
@@ -251,6 +257,14 @@ pub fn call<F: Copy>(
         (None, None) => missing,
     };
     let end = clock::now();
+    device_end(
+        timing,
+        &call,
+        ret,
+        &plan.judged,
+        plan.start.unwrap_or(end),
+        end,
+    );
     if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
         if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
             call.dst = ptr;
@@ -270,6 +284,37 @@ pub fn call<F: Copy>(
         });
     }
     ret
+}
+
+/// With the device timeline on (SPEC §10), starts timing a copy about to be forwarded.
+#[inline(always)]
+fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
+    if !crate::device::enabled() {
+        return None;
+    }
+    guarded(|| crate::device::begin(call, judged.sync)).flatten()
+}
+
+/// Hands a timed copy to the device timeline once the real call returned; after a host
+/// wait, lets it read back what completed.
+#[inline(always)]
+fn device_end(
+    timing: Option<crate::device::Timing>,
+    call: &Call,
+    ret: c_int,
+    judged: &Judged,
+    start: u64,
+    end: u64,
+) {
+    if let Some(t) = timing {
+        let kind = judged.effective_kind;
+        let _ = guarded(|| crate::device::end(t, call, ret, kind, start, end));
+    } else if ret == 0
+        && call.hook.class() == crate::abi::types::Class::Wait
+        && crate::device::enabled()
+    {
+        let _ = guarded(|| crate::device::after_wait(call));
+    }
 }
 
 /// After a successful allocation, free, registration or unregistration: the memory map

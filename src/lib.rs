@@ -18,6 +18,7 @@
 //! | `NPUSHIM_SEED` | seed of the fault PRNG | random, printed |
 //! | `NPUSHIM_LOG` | `off` / `warn` / `info` | `warn` |
 //! | `NPUSHIM_DISABLE` | `1`: pure pass-through | `0` |
+//! | `NPUSHIM_DEVICE` | `events`: async copies timed on the device ([`device`]) | `off` |
 //! | `NPUSHIM_ACL_LIB`, `NPUSHIM_HCCL_LIB` | library holding the real function | search |
 //!
 //! ## Failure policy
@@ -31,6 +32,7 @@ pub mod abi;
 pub mod boundary;
 pub mod check;
 pub mod config;
+pub mod device;
 pub mod diag;
 pub mod dl;
 pub mod fault;

@@ -271,6 +271,15 @@ fn build(config: &Config) -> Runtime {
             config_json: String::from_utf8(cfg.buf).unwrap_or_default(),
         }
     });
+    if config.device_events && (settings.is_none() || config.sink != Sink::Native) {
+        diag::warn!(
+            "NPUSHIM_DEVICE=events needs the native trace (NPUSHIM_TRACE on, \
+             NPUSHIM_TRACE_SINK=native); the device timeline stays off"
+        );
+    }
+    crate::device::configure(
+        config.device_events && settings.is_some() && config.sink == Sink::Native,
+    );
     if config.sink == Sink::TracingChrome && settings.is_some() {
         diag::info!("tracing-chrome sink: expect several microseconds per call");
     }
@@ -482,6 +491,7 @@ extern "C" fn on_exit() {
         if !leaks.is_empty() {
             trace::exit_metadata("npushim_leaks", leaks_json(&leaks));
         }
+        crate::device::finish();
         trace::finish();
         summarise();
         report_leaks(&leaks);
@@ -588,6 +598,7 @@ extern "C" fn fork_child() {
         *first = [None; RULES.len()];
     }
     crate::memmap::fork_child();
+    crate::device::fork_child();
     trace::fork_child();
 }
 

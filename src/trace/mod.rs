@@ -9,6 +9,7 @@
 //! ecosystem, at several microseconds per call.
 
 pub mod clock;
+pub mod device;
 pub mod file;
 pub mod json;
 pub mod layer;
