@@ -50,7 +50,7 @@ static void setup(struct env *e)
     must("aclrtMalloc", aclrtMalloc(&e->dev2, BIG, ACL_MEM_MALLOC_HUGE_FIRST));
     must("aclrtMallocHost", aclrtMallocHost(&e->pin1, BIG));
     must("aclrtMallocHost", aclrtMallocHost(&e->pin2, BIG));
-    e->page = malloc(MiB);
+    e->page = aligned_alloc(64, MiB);
     if (e->page == NULL)
         must("malloc", -1);
     memset(e->pin1, 1, BIG);
