@@ -347,3 +347,88 @@ fn copies_beyond_the_pool_go_untimed_counted_and_said_once() {
     let device = t.spans().filter(|s| s["cat"] == "device").count() as u64;
     assert_eq!(device, timed);
 }
+
+#[test]
+fn merged_ranks_keep_their_device_tracks_and_arrows() {
+    let dir = scratch("device-merge");
+    let b = build();
+    for rank in ["0", "1"] {
+        let out = Run::shimmed(&b.bin("device_timeline"), &dir)
+            .args(["exhaust", "20"])
+            .env("NPUSIM_GBPS", GBPS.to_string())
+            .env("NPUSHIM_DEVICE", "events")
+            .env("RANK", rank)
+            .output();
+        ok(&out);
+    }
+    let merged = dir.join("merged.json");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("trace-")
+        })
+        .collect();
+    inputs.sort();
+    assert_eq!(inputs.len(), 2);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_npushim"))
+        .arg("merge")
+        .arg("-o")
+        .arg(&merged)
+        .args(&inputs)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", stderr(&status));
+    let t = common::parse_trace(&merged);
+    let names: Vec<(u64, String)> = t
+        .events
+        .iter()
+        .filter(|e| e["name"] == "process_name")
+        .map(|e| {
+            let name = e["args"]["name"].as_str().unwrap().to_string();
+            (e["pid"].as_u64().unwrap(), name)
+        })
+        .collect();
+    let sort: HashMap<u64, u64> = t
+        .events
+        .iter()
+        .filter(|e| e["name"] == "process_sort_index")
+        .map(|e| {
+            let index = e["args"]["sort_index"].as_u64().unwrap();
+            (e["pid"].as_u64().unwrap(), index)
+        })
+        .collect();
+    for rank in 0..2u64 {
+        let host = names
+            .iter()
+            .find(|(_, n)| n.starts_with(&format!("rank {rank} (pid")))
+            .unwrap_or_else(|| panic!("rank {rank} is a track: {names:?}"));
+        let device = names
+            .iter()
+            .find(|(_, n)| n.starts_with(&format!("rank {rank} device 0 (pid")))
+            .unwrap_or_else(|| panic!("rank {rank}'s device 0 is a track: {names:?}"));
+        assert_eq!(
+            sort[&host.0], sort[&device.0],
+            "the device track sorts with its rank"
+        );
+        let spans = t
+            .spans()
+            .filter(|s| s["cat"] == "device" && s["pid"].as_u64() == Some(device.0))
+            .count();
+        assert_eq!(spans, 21, "rank {rank}: the long copy and 20 queued ones");
+    }
+    let mut flows: HashMap<String, (u32, u32)> = HashMap::new();
+    for e in t.events.iter().filter(|e| e["ph"] == "s" || e["ph"] == "f") {
+        let entry = flows.entry(e["id"].to_string()).or_default();
+        if e["ph"] == "s" {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    assert_eq!(flows.len(), 42);
+    assert!(flows.values().all(|&v| v == (1, 1)), "{flows:?}");
+}
