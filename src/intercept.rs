@@ -289,7 +289,7 @@ pub fn call<F: Copy>(
 /// With the device timeline on (SPEC §10), starts timing a copy about to be forwarded.
 #[inline(always)]
 fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
-    if !crate::device::enabled() {
+    if !crate::device::enabled() || call.api != Api::Acl || !call.hook.class().is_async() {
         return None;
     }
     guarded(|| crate::device::begin(call, judged.sync)).flatten()

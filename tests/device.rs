@@ -432,3 +432,64 @@ fn merged_ranks_keep_their_device_tracks_and_arrows() {
     assert_eq!(flows.len(), 42);
     assert!(flows.values().all(|&v| v == (1, 1)), "{flows:?}");
 }
+
+/// Device spans of a trace and its totals: (spans, timed, untimed, lost).
+fn device_totals(t: &Trace) -> (u64, u64, u64, u64) {
+    let spans = t.spans().filter(|s| s["cat"] == "device").count() as u64;
+    let totals = &t.meta("npushim_device").expect("totals")["args"];
+    let get = |k: &str| totals[k].as_u64().unwrap();
+    (spans, get("timed"), get("untimed"), get("lost"))
+}
+
+#[test]
+fn a_forked_child_times_its_copies_with_a_pool_of_its_own() {
+    let dir = scratch("device-fork");
+    let b = build();
+    // Two threads copy on devices 0 and 1 while the main thread forks twice; each child
+    // makes 50 copies of its own and exits.
+    let out = Run::shimmed(&b.bin("call_storm"), &dir)
+        .args(["--forks", "2", "--child-calls", "50", "--api", "acl"])
+        .env("NPUSHIM_DEVICE", "events")
+        .output();
+    let text = ok(&out);
+    let traces = common::traces_in(&dir);
+    assert_eq!(traces.len(), 3, "the parent and two children");
+    let parent_calls: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("thread "))
+        .map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap())
+        .sum();
+    let children: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("child "))
+        .map(|l| {
+            assert!(l.ends_with("status 0"), "{l}");
+            l.split_whitespace().nth(1).unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(children.len(), 2);
+    for (pid, t) in &traces {
+        let (spans, timed, untimed, lost) = device_totals(t);
+        assert_eq!(spans, timed, "pid {pid}");
+        assert_eq!(lost, 0, "pid {pid}");
+        if children.contains(pid) {
+            // A fresh pool: nothing inherited, nothing exhausted.
+            assert_eq!((timed, untimed), (50, 0), "child {pid}");
+            let device_pids: std::collections::BTreeSet<u64> = t
+                .spans()
+                .filter(|s| s["cat"] == "device")
+                .map(|s| s["pid"].as_u64().unwrap())
+                .collect();
+            assert_eq!(device_pids.len(), 1, "child {pid}: device 0 only");
+        } else {
+            assert_eq!(
+                timed + untimed,
+                parent_calls,
+                "parent: every copy timed or counted"
+            );
+        }
+        let s = t.events.iter().filter(|e| e["ph"] == "s").count() as u64;
+        let f = t.events.iter().filter(|e| e["ph"] == "f").count() as u64;
+        assert_eq!((s, f), (timed, timed), "pid {pid}: one arrow per span");
+    }
+}
