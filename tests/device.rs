@@ -284,6 +284,8 @@ fn each_timed_copy_has_one_device_span_of_its_modelled_duration() {
     let pageable = host.iter().filter(|h| h["args"]["sync"] == true).count();
     assert_eq!(pageable, 1, "the pageable copy ran synchronously");
 
+    report_has_the_device_time(&t, &eligible);
+
     let totals = &t.meta("npushim_device").expect("totals")["args"];
     assert_eq!(totals["timed"], 27);
     assert_eq!(totals["untimed"], 0);
@@ -492,4 +494,42 @@ fn a_forked_child_times_its_copies_with_a_pool_of_its_own() {
         let f = t.events.iter().filter(|e| e["ph"] == "f").count() as u64;
         assert_eq!((s, f), (timed, timed), "pid {pid}: one arrow per span");
     }
+}
+
+/// `npushim report --json` of the timeline trace: the device-time table holds every device
+/// span once, per function, kind and stream, and its rate is the simulated bandwidth.
+fn report_has_the_device_time(t: &Trace, eligible: &[&Value]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_npushim"))
+        .args(["report", "--json"])
+        .arg(&t.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["device"].as_array().expect("a device table");
+    let count: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    let bytes: u64 = rows.iter().map(|r| r["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(count, eligible.len() as u64);
+    assert_eq!(bytes, eligible.iter().map(|h| bytes_of(h)).sum::<u64>());
+    assert_eq!(report["device_spans"], count);
+    for r in rows {
+        // Never faster than the device (the calibration's 0.5 % aside); slower only for
+        // the first copy on an idle stream (its span includes a submission gap).
+        let rate = f(&r["device_gb_per_s"]);
+        assert!(rate <= GBPS * 1.005, "{r}");
+    }
+    // The device-to-host copies of the rounds queue behind their host-to-device copy: the
+    // table's rate for them is exactly the modelled bandwidth.
+    let head_stream = &eligible[0]["args"]["stream"];
+    let d2h = rows
+        .iter()
+        .find(|r| {
+            r["call"] == "aclrtMemcpyAsync"
+                && r["kind"] == "DEVICE_TO_HOST"
+                && &r["stream"] == head_stream
+        })
+        .expect("a device-to-host row on the first stream");
+    assert_eq!(d2h["count"], 9);
+    let rate = f(&d2h["device_gb_per_s"]);
+    assert!((rate - GBPS).abs() <= GBPS * 0.005, "{d2h}");
 }

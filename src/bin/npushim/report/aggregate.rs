@@ -74,7 +74,7 @@ impl Histogram {
         low + (1u64 << shift) as f64 / 2.0
     }
 
-    fn add(&mut self, dur_us: f64) {
+    pub(super) fn add(&mut self, dur_us: f64) {
         let ns = (dur_us.max(0.0) * 1000.0).round() as u64;
         let index = Self::bucket_of(ns);
         if self.buckets.len() <= index {
@@ -427,6 +427,8 @@ pub struct Aggregates {
     pub spans: u64,
     /// Spans of the device timeline: device time, kept out of the host-call tables.
     pub device_spans: u64,
+    /// Those spans by function, kind and stream.
+    pub device: super::device::DeviceTable,
 }
 
 impl Aggregates {
@@ -434,6 +436,7 @@ impl Aggregates {
     pub fn add(&mut self, event: &Event) {
         if functions::is_device_span(event.name()) {
             self.device_spans += 1;
+            self.device.add(event);
             return;
         }
         let span = Span::from_event(event);

@@ -9,6 +9,7 @@
 //! does not depend on the length of the traces.
 
 mod aggregate;
+mod device;
 mod render;
 
 use std::collections::BTreeMap;

@@ -185,6 +185,7 @@ impl Report {
             "processes_omitted": self.processes_omitted,
             "spans": agg.spans,
             "device_spans": agg.device_spans,
+            "device": agg.device.to_json(),
             "dropped": self.sources.iter().map(|s| s.dropped).sum::<u64>(),
             "malformed": self.sources.iter().map(|s| s.malformed).sum::<u64>(),
             "by_api": by_api,
@@ -377,6 +378,7 @@ impl Report {
                 agg.device_spans
             );
         }
+        agg.device.render(&mut out);
         let _ = writeln!(
             out,
             "\nok: forwarded and returned 0; failed: returned an error; injected: a fault took \
