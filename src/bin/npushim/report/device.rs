@@ -160,7 +160,7 @@ impl DeviceTable {
             })
             .collect();
         for line in &lines {
-            out.push_str(" ");
+            out.push(' ');
             for (c, cell) in line.iter().enumerate() {
                 let pad = widths[c] - cell.chars().count();
                 out.push(' ');
