@@ -58,14 +58,15 @@ const ASYNC: [&str; 4] = [
     "aclrtMemsetAsync",
 ];
 
-/// A host span that must have device time: an ACL async copy or set, forwarded (no fault),
-/// successful, and not run synchronously.
+/// A host span that must have device time: an ACL async copy or set of at least one
+/// byte, forwarded (no fault), successful, and not run synchronously.
 fn timed(span: &Value) -> bool {
     let a = &span["args"];
     ASYNC.contains(&span["name"].as_str().unwrap_or(""))
         && a["ret"] == 0
         && a.get("fault").is_none()
         && a.get("sync").is_none()
+        && bytes_of(span) > 0
 }
 
 fn bytes_of(span: &Value) -> u64 {
@@ -281,6 +282,11 @@ fn each_timed_copy_has_one_device_span_of_its_modelled_duration() {
         let nested = if h["name"] == "HcclMemcpyAsync" { 1 } else { 0 };
         assert_eq!(leaves, nested, "{} {}", h["name"], h["args"]);
     }
+    let zero = host
+        .iter()
+        .filter(|h| h["name"] == "aclrtMemcpyAsync" && h["args"]["count"] == 0)
+        .count();
+    assert_eq!(zero, 1, "the zero-byte copy is traced (and untimed, above)");
     let pageable = host.iter().filter(|h| h["args"]["sync"] == true).count();
     assert_eq!(pageable, 1, "the pageable copy ran synchronously");
 

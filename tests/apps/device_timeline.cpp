@@ -86,6 +86,8 @@ static void timeline(struct env *e)
     must("default", aclrtMemcpyAsync(d2, BIG, p1, MiB / 4, ACL_MEMCPY_DEFAULT, e->s2));
     must("s2 h2d", aclrtMemcpyAsync(d2, BIG, p1, 2 * MiB, ACL_MEMCPY_HOST_TO_DEVICE, e->s2));
     must("s2 d2h", aclrtMemcpyAsync(p2, BIG, d2, MiB, ACL_MEMCPY_DEVICE_TO_HOST, e->s2));
+    /* Zero bytes: succeeds without queueing anything, so no device time either. */
+    must("zero bytes", aclrtMemcpyAsync(d1, BIG, p1, 0, ACL_MEMCPY_HOST_TO_DEVICE, e->s1));
     /* The runtime rejects this one (count > destMax): no device time. */
     if (aclrtMemcpyAsync(d1, 4096, p1, 8192, ACL_MEMCPY_HOST_TO_DEVICE, e->s1) == ACL_SUCCESS)
         must("count > destMax", -1);
