@@ -85,6 +85,8 @@ struct DeviceState {
     named: bool,
     /// The worst error of an anchor the fit used.
     worst_error: u64,
+    /// Pending pairs by (stream, host submission, slot), for the in-order queries.
+    order: Vec<(u64, u64, u32)>,
 }
 
 struct Poller {
@@ -272,36 +274,56 @@ impl DeviceState {
             streams: Vec::new(),
             named: false,
             worst_error: 0,
+            order: Vec::with_capacity(pool.slots.len()),
         }
     }
 
-    /// Reads back every pair that completed; frees the slots of failed copies.
+    /// Reads back every pair that completed; frees the slots of failed copies. Pairs
+    /// complete in order on their stream, so each stream's pending pairs are queried oldest
+    /// first and only up to the first that is not complete: the runtime is asked about as
+    /// many events per cycle as there are streams, not pairs.
     fn harvest(&mut self, discarded: &mut u64) {
+        self.order.clear();
+        for (i, slot) in self.pool.slots.iter().enumerate() {
+            if slot.state.load(Ordering::Acquire) == PENDING {
+                // SAFETY: published with a Release store of PENDING (seen above); these two
+                // fields are not written again until the slot is freed (a reader that
+                // claims it meanwhile writes only the device times).
+                let (stream, start) =
+                    unsafe { ((*slot.data.get()).stream, (*slot.data.get()).host_start) };
+                self.order.push((stream, start, i as u32));
+            }
+        }
+        self.order.sort_unstable();
+        let mut blocked = None;
+        for &(stream, _, i) in &self.order {
+            if blocked == Some(stream) {
+                continue;
+            }
+            let slot = &self.pool.slots[i as usize];
+            match complete(slot.end_event) {
+                Some(false) => blocked = Some(stream),
+                Some(true) => {
+                    // False when a waiting thread read it first: it is READ either way.
+                    read_back(slot);
+                }
+                None => {
+                    // The runtime no longer knows the events (finalised): claim and free.
+                    if slot
+                        .state
+                        .compare_exchange(PENDING, DISCARD, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        *discarded += 1;
+                        OUTSTANDING.fetch_sub(1, Ordering::Relaxed);
+                        self.pool.push(i);
+                    }
+                }
+            }
+        }
         for (i, slot) in self.pool.slots.iter().enumerate() {
             match slot.state.load(Ordering::Acquire) {
-                PENDING | READ => {
-                    let state = slot.state.load(Ordering::Acquire);
-                    if state == PENDING {
-                        match complete(slot.end_event) {
-                            Some(false) => continue,
-                            Some(true) => {
-                                if !read_back(slot) {
-                                    // A waiting thread is reading it: next cycle.
-                                    continue;
-                                }
-                            }
-                            None => {
-                                // The runtime no longer knows the events (finalised).
-                                *discarded += 1;
-                                OUTSTANDING.fetch_sub(1, Ordering::Relaxed);
-                                self.pool.push(i as u32);
-                                continue;
-                            }
-                        }
-                    }
-                    if slot.state.load(Ordering::Acquire) != READ {
-                        continue;
-                    }
+                READ => {
                     // SAFETY: the reader published the slot with a Release store of READ,
                     // which the Acquire load above saw; nobody writes it until it is freed
                     // below.
