@@ -254,7 +254,7 @@ pub fn begin(call: &Call, sync: bool) -> Option<Timing> {
 /// to the poller (or, when the copy failed, hands it back to be freed once the start
 /// event has completed).
 #[inline]
-pub fn end(t: Timing, call: &Call, ret: c_int, effective_kind: Option<i32>, start: u64, end: u64) {
+pub fn end(t: Timing, call: &Call, ret: c_int, effective_kind: Option<i32>, start: u64) {
     let slot = &t.pool.slots[t.index as usize];
     OUTSTANDING.fetch_add(1, Ordering::Relaxed);
     if ret != 0 || record_event(slot.end_event, call.stream) != 0 {
@@ -276,7 +276,9 @@ pub fn end(t: Timing, call: &Call, ret: c_int, effective_kind: Option<i32>, star
         stream: call.stream as u64,
         host_tid,
         host_start: start,
-        host_end: end,
+        // After the end event's record: the host span (whose end the caller reads next)
+        // covers both records.
+        host_end: crate::trace::clock::now(),
         start_dev: 0,
         end_dev: 0,
     };

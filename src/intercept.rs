@@ -164,8 +164,9 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Optio
     let start = clock::now();
     let timing = device_begin(call, &judged);
     let ret = forward();
+    device_end(timing, call, ret, &judged, start);
     let end = clock::now();
-    device_end(timing, call, ret, &judged, start, end);
+    device_after_wait(call, ret);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         trace::record(&to_record(
             call,
@@ -256,15 +257,9 @@ pub fn call<F: Copy>(
         }
         (None, None) => missing,
     };
+    device_end(timing, &call, ret, &plan.judged, plan.start.unwrap_or(0));
     let end = clock::now();
-    device_end(
-        timing,
-        &call,
-        ret,
-        &plan.judged,
-        plan.start.unwrap_or(end),
-        end,
-    );
+    device_after_wait(&call, ret);
     if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
         if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
             call.dst = ptr;
@@ -295,8 +290,9 @@ fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
     guarded(|| crate::device::begin(call, judged.sync)).flatten()
 }
 
-/// Hands a timed copy to the device timeline once the real call returned; after a host
-/// wait, lets it read back what completed.
+/// Hands a timed copy to the device timeline once the real call returned (before the
+/// span's end is read: the host span covers both event records, so a copy's device time on
+/// an idle stream never exceeds its host span plus the copy itself).
 #[inline(always)]
 fn device_end(
     timing: Option<crate::device::Timing>,
@@ -304,15 +300,17 @@ fn device_end(
     ret: c_int,
     judged: &Judged,
     start: u64,
-    end: u64,
 ) {
     if let Some(t) = timing {
         let kind = judged.effective_kind;
-        let _ = guarded(|| crate::device::end(t, call, ret, kind, start, end));
-    } else if ret == 0
-        && call.hook.class() == crate::abi::types::Class::Wait
-        && crate::device::enabled()
-    {
+        let _ = guarded(|| crate::device::end(t, call, ret, kind, start));
+    }
+}
+
+/// After a host wait returned, lets the device timeline read back what completed.
+#[inline(always)]
+fn device_after_wait(call: &Call, ret: c_int) {
+    if ret == 0 && call.hook.class() == crate::abi::types::Class::Wait && crate::device::enabled() {
         let _ = guarded(|| crate::device::after_wait(call));
     }
 }
