@@ -327,6 +327,28 @@ fn without_the_setting_there_is_no_device_event() {
 }
 
 #[test]
+fn without_a_trace_the_setting_is_refused_in_one_line() {
+    let dir = scratch("device-untraced");
+    let b = build();
+    let out = Run::shimmed(&b.bin("device_timeline"), &dir)
+        .args(["exhaust", "10"])
+        .env("NPUSHIM_DEVICE", "events")
+        .env("NPUSHIM_TRACE", "off")
+        .output();
+    assert_eq!(stdout(&out).trim(), "ok");
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "npushim: NPUSHIM_DEVICE=events needs the native trace (NPUSHIM_TRACE on, \
+          NPUSHIM_TRACE_SINK=native); the device timeline stays off"
+        ]
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file");
+}
+
+#[test]
 fn copies_beyond_the_pool_go_untimed_counted_and_said_once() {
     let dir = scratch("device-exhaust");
     // One 32 MiB copy (134 ms of device time at 0.25 GB/s) and 400 of 64 KiB queued behind
