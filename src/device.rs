@@ -2,8 +2,8 @@
 //!
 //! With `NPUSHIM_DEVICE=events`, each async copy or set (`aclrt*Async`, at any depth: the
 //! `aclrtMemcpyAsync` an HCCL copy issues carries the real stream) that is forwarded,
-//! succeeds and does not run synchronously gets a start event recorded before it and an
-//! end event after it, on its own stream. The events come from a bounded pool per device
+//! succeeds, moves at least one byte and does not run synchronously gets a start event
+//! recorded before it and an end event after it, on its own stream. The events come from a bounded pool per device
 //! ([`POOL_PAIRS`] pairs, created with `aclrtCreateEventWithFlag(…, ACL_EVENT_TIME_LINE)`
 //! by the first such copy on the device) and are reused once read. On the calling thread
 //! that is all: two event records, a lock-free pop and push of a pool slot, plain stores
@@ -15,7 +15,9 @@
 //! calibration it repeats (an event recorded on an idle stream of its own and waited for,
 //! bracketed by host clock reads; the rate is fitted between two anchors far apart, the
 //! offset taken at the anchor nearest the span), and stores each span as a device record
-//! in its own ring for the trace writer. At exit the outstanding pairs are drained with a
+//! in its own ring for the trace writer. A host wait that returns reads back the pairs it
+//! waited for at once ([`after_wait`]), so `aclFinalize` right after the program's last
+//! wait does not take their times with it. At exit the outstanding pairs are drained with a
 //! bounded wait; a forked child starts a pool of its own and never touches its parent's
 //! events. Owns no trace formatting (that is `trace::device`).
 
@@ -215,7 +217,8 @@ fn current_device() -> Option<u32> {
 }
 
 /// Before forwarding `call`: starts timing it when it qualifies (an ACL async copy or set
-/// that will not run synchronously), recording the start event on its stream.
+/// of at least one byte that will not run synchronously), recording the start event on
+/// its stream.
 #[inline]
 pub fn begin(call: &Call, sync: bool) -> Option<Timing> {
     // A zero-byte copy or set moves nothing (the runtime returns before queueing it).
