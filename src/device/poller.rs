@@ -234,15 +234,24 @@ fn calibrate(pool: &Pool) -> Option<Anchor> {
     best
 }
 
+/// The largest uncertainty of a fitted rate that is used: a real device clock drifts by
+/// parts per million, so a fit less certain than this (anchors too close together, a short
+/// run) would distort durations more than assuming the clocks run alike.
+const MAX_RATE_UNCERTAINTY: f64 = 1e-3;
+
 /// The device clock's rate against the host's (device ns per host ns), from the best
 /// anchor of the older half and the best of the newer half (a long baseline); 1 until
-/// there are two anchors a millisecond apart.
+/// the anchors pin it down to [`MAX_RATE_UNCERTAINTY`].
 fn rate(anchors: &[Anchor]) -> f64 {
     let best = |s: &[Anchor]| s.iter().copied().min_by_key(|a| a.error_ns);
     let half = anchors.len() / 2;
     match (best(&anchors[..half]), best(&anchors[half..])) {
-        (Some(a), Some(b)) if b.host_ns > a.host_ns + 1_000_000 && b.device_ns > a.device_ns => {
-            (b.device_ns - a.device_ns) as f64 / (b.host_ns - a.host_ns) as f64
+        (Some(a), Some(b)) if b.host_ns > a.host_ns && b.device_ns > a.device_ns => {
+            let baseline = (b.host_ns - a.host_ns) as f64;
+            if (a.error_ns + b.error_ns) as f64 / baseline > MAX_RATE_UNCERTAINTY {
+                return 1.0;
+            }
+            (b.device_ns - a.device_ns) as f64 / baseline
         }
         _ => 1.0,
     }
@@ -593,6 +602,9 @@ mod tests {
     #[test]
     fn one_anchor_means_rate_one_and_tight_anchors_win() {
         assert_eq!(rate(&[anchor(5, 0.05, 10)]), 1.0);
+        // Two anchors 2 ms apart, each good to 5 µs: the rate is known to 0.5 %, worse
+        // than assuming none.
+        assert_eq!(rate(&[anchor(5, 0.05, 5_000), anchor(7, 0.05, 5_000)]), 1.0);
         let loose = anchor(100, 0.0, 900_000);
         let tight = anchor(90, 0.0, 1_000);
         let a = reference(&[loose, tight], loose.device_ns, 1e-4).unwrap();
