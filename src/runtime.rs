@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::abi::types::{Api, Call, Class, Hook};
 use crate::check::{CheckConfig, Mode, RULES, Violations};
 use crate::config::{Config, Sink};
-use crate::fault::{Decision, FaultSpec};
+use crate::fault::{Decision, FaultSpec, TaskKind, child_seed};
 use crate::real::Search;
 use crate::sync::FlagLock;
 use crate::trace::json::Out;
@@ -52,8 +52,9 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Per-rule violation counts, and the first offending call of each rule.
 static VIOLATIONS: [AtomicU64; RULES.len()] = [const { AtomicU64::new(0) }; RULES.len()];
 static FIRST_VIOLATION: FlagLock<[Option<Call>; RULES.len()]> = FlagLock::new([None; RULES.len()]);
-/// Injected faults by task: return, delay, skip, abort.
-static INJECTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// Injected faults by task (`off` stays 0: it injects nothing).
+static INJECTED: [AtomicU64; TaskKind::ALL.len()] =
+    [const { AtomicU64::new(0) }; TaskKind::ALL.len()];
 
 /// Violations of a rule print a line for their first occurrences only.
 const WARN_LIMIT: u64 = 5;
@@ -299,13 +300,7 @@ pub fn decide(call: &Call) -> Decision {
         .unwrap_or(Decision::Forward);
     FAULT_READERS.fetch_sub(1, Ordering::SeqCst);
     if decision.is_fault() {
-        let i = match decision {
-            Decision::Return(_) => 0,
-            Decision::Delay(_) => 1,
-            Decision::Skip => 2,
-            _ => 3,
-        };
-        INJECTED[i].fetch_add(1, Ordering::Relaxed);
+        INJECTED[decision.task_kind() as usize].fetch_add(1, Ordering::Relaxed);
     }
     decision
 }
@@ -456,7 +451,7 @@ fn summarise() {
             )
         );
     }
-    let injected: Vec<String> = ["return", "delay", "skip", "abort"]
+    let injected: Vec<String> = TaskKind::NAMES
         .iter()
         .zip(&INJECTED)
         .filter_map(|(name, n)| {
@@ -601,14 +596,4 @@ fn on_load() {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
     }
     trace::ring::create_thread_key();
-}
-
-/// A well-mixed word from two (the SplitMix64 finaliser): the seed change of the `n`-th
-/// child of a process `generation` forks deep.
-pub fn child_seed(generation: u64, n: u64) -> u64 {
-    let mut z =
-        generation.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
