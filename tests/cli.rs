@@ -7,9 +7,9 @@
 //! the simulated runtime.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -119,43 +119,32 @@ fn run_reports_death_by_signal_as_128_plus_n() {
     assert_eq!(output.status.code(), Some(137));
 }
 
-fn children_of(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
-}
-
-fn wait_for_child(pid: u32) {
-    let start = Instant::now();
-    while children_of(pid).trim().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "child never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
+/// Runs `script` under `npushim run`, waits for its first line (`ready`, printed once the
+/// script is set up: its child exists and any trap is installed), sends `signal` to
+/// `npushim`, and returns how it ended with the rest of its output.
 fn signal_run(dir: &Path, signal: libc::c_int, script: &str) -> Output {
-    let child = npushim(dir)
+    let mut child = npushim(dir)
         .args(["run", "--", "sh", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_child(child.id());
-    // Give the shell time to install its trap.
-    std::thread::sleep(Duration::from_millis(200));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n", "the script did not start");
     // SAFETY: plain kill(2) of a process this test spawned and has not yet waited for.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
-    let start = Instant::now();
-    let output = child.wait_with_output().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(10));
+    let mut output = child.wait_with_output().unwrap();
+    out.read_to_end(&mut output.stdout).unwrap();
     output
 }
 
 #[test]
 fn run_forwards_sigterm_to_the_child() {
     let dir = scratch("forward-term");
-    let output = signal_run(&dir, libc::SIGTERM, "exec sleep 30");
+    // Without forwarding, `sleep` would end normally after 30 s: status 0, not 143.
+    let output = signal_run(&dir, libc::SIGTERM, "echo ready; exec sleep 30");
     assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
 }
 
@@ -165,7 +154,7 @@ fn run_forwards_sigusr1_to_a_child_that_handles_it() {
     let output = signal_run(
         &dir,
         libc::SIGUSR1,
-        "trap 'echo caught; kill $!; exit 5' USR1; sleep 30 & wait",
+        "trap 'echo caught; kill $!; exit 5' USR1; sleep 30 & echo ready; wait",
     );
     assert_eq!(output.status.code(), Some(5));
     assert_eq!(stdout(&output), "caught\n");

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::{
     Run, build, compile, ok, parse_trace, repo_path, scratch, single_trace, stderr, stdout,
@@ -218,7 +217,25 @@ fn kill_9_leaves_a_loadable_prefix_with_every_call() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready acl 5000 hccl 5000");
-    std::thread::sleep(Duration::from_millis(300));
+    // The program now waits for ever: nothing but the shim's periodic flush (SPEC §5: every
+    // 100 ms) can bring its 15,000 spans into the file before the kill.
+    let spans_on_disk = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .matches("{\"ph\":\"X\"")
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    common::wait_until(
+        "the running program's trace file holds all 15,000 spans",
+        || spans_on_disk() >= 15_000,
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let trace = single_trace(&dir);
