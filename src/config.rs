@@ -60,6 +60,9 @@ pub struct Config {
     pub hccl_lib: Option<String>,
     /// `$ASCEND_HOME_PATH`, `$ASCEND_TOOLKIT_HOME`: install roots searched last.
     pub ascend_homes: Vec<String>,
+    /// `NPUSHIM_RUN_INDEX`: a file `npushim run` created, to which the shim appends the
+    /// path of each trace file it creates (never created by the shim).
+    pub run_index: Option<String>,
     /// Rank for `%r` (first of `RANK`, `RANK_ID`, `OMPI_COMM_WORLD_RANK`, `PMI_RANK`,
     /// `SLURM_PROCID`; 0 if none).
     pub rank: u32,
@@ -71,6 +74,7 @@ impl Default for Config {
             disable: false,
             memmap: true,
             dlsym: true,
+            run_index: None,
             trace: Some(DEFAULT_TRACE.to_string()),
             sink: Sink::Native,
             check: CheckConfig::default(),
@@ -86,10 +90,11 @@ impl Default for Config {
 }
 
 /// Every variable the configuration reads, except the rank variables.
-pub const VARS: [&str; 13] = [
+pub const VARS: [&str; 14] = [
     "NPUSHIM_DISABLE",
     "NPUSHIM_MEMMAP",
     "NPUSHIM_DLSYM",
+    "NPUSHIM_RUN_INDEX",
     "NPUSHIM_LOG",
     "NPUSHIM_TRACE",
     "NPUSHIM_TRACE_SINK",
@@ -135,6 +140,7 @@ fn default_note(name: &str) -> &'static str {
         "NPUSHIM_DISABLE" => "the shim stays enabled",
         "NPUSHIM_MEMMAP" => "the memory map stays on",
         "NPUSHIM_DLSYM" => "handle lookups still see the shim",
+        "NPUSHIM_RUN_INDEX" => "trace files are not listed",
         "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
         "NPUSHIM_TRACE" => "using npushim-%p.json",
         "NPUSHIM_TRACE_SINK" => "using native",
@@ -220,6 +226,7 @@ impl Config {
                 )),
             }
         }
+        c.run_index = nonempty("NPUSHIM_RUN_INDEX");
         if let Some(v) = get("NPUSHIM_LOG") {
             match Level::parse(&v) {
                 Some(level) => c.log = level,
@@ -316,6 +323,7 @@ mod tests {
             "NPUSHIM_DISABLE" => "1",
             "NPUSHIM_MEMMAP" => "off",
             "NPUSHIM_DLSYM" => "0",
+            "NPUSHIM_RUN_INDEX" => "/tmp/npushim-run.index",
             "NPUSHIM_LOG" => "info",
             "NPUSHIM_TRACE" => "/tmp/t-%p.json",
             "NPUSHIM_TRACE_SINK" => "tracing-chrome",

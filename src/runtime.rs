@@ -270,6 +270,7 @@ fn build(config: &Config) -> Runtime {
             sink: config.sink,
             rank: config.rank,
             config_json: String::from_utf8(cfg.buf).unwrap_or_default(),
+            run_index: config.run_index.clone(),
         }
     });
     if config.sink == Sink::TracingChrome && settings.is_some() {

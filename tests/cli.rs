@@ -297,9 +297,12 @@ fn run_summary_reports_the_traces_written_during_the_run() {
     let dir = scratch("summary");
     // An older trace in the directory is not part of this run.
     fs::copy(fixture("report.json"), dir.join("npushim-1.json")).unwrap();
-    // The child and a grandchild each "write" a trace named as the shim would.
+    // The child and a grandchild each "write" a trace and list it in the run's index, as
+    // the shim does (tests/trace.rs runs the real shim).
     let script = format!(
-        "cp '{}' npushim-$$.json; sh -c 'cp \"{}\" npushim-$$.json'; echo program output; exit 3",
+        "cp '{}' npushim-$$.json && echo \"$PWD/npushim-$$.json\" >>\"$NPUSHIM_RUN_INDEX\"; \
+         sh -c 'cp \"{}\" npushim-$$.json && echo \"$PWD/npushim-$$.json\" >>\"$NPUSHIM_RUN_INDEX\"'; \
+         echo program output; exit 3",
         fixture_str("rank1.json"),
         fixture_str("cutoff.json"),
     );
@@ -318,10 +321,11 @@ fn run_summary_reports_the_traces_written_during_the_run() {
 }
 
 #[test]
-fn run_summary_follows_the_trace_template() {
+fn run_summary_lists_what_the_run_s_index_names() {
     let dir = scratch("summary-template");
     let script = format!(
-        "mkdir -p traces && cp '{}' traces/job-$$-rank0.json",
+        "mkdir -p traces && cp '{}' traces/job-$$-rank0.json && \
+         echo \"$PWD/traces/job-$$-rank0.json\" >>\"$NPUSHIM_RUN_INDEX\"",
         fixture_str("rank0.json")
     );
     let output = run_in(
@@ -344,6 +348,24 @@ fn run_summary_follows_the_trace_template() {
 
     let output = run_in(&dir, &["run", "--summary", "--", "true"]);
     assert!(stderr(&output).contains("wrote no trace"));
+
+    // The index is private to the run and gone afterwards.
+    let output = run_in(
+        &dir,
+        &[
+            "run",
+            "--summary",
+            "--",
+            "sh",
+            "-c",
+            "stat -c %a \"$NPUSHIM_RUN_INDEX\"; echo \"$NPUSHIM_RUN_INDEX\"",
+        ],
+    );
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0], "600");
+    assert!(!Path::new(lines[1]).exists(), "{} left behind", lines[1]);
 }
 
 // ---------------------------------------------------------------- report
