@@ -145,6 +145,15 @@ fn report_of_copy_pipeline_matches_the_programs_own_totals() {
     assert_eq!(row_all["bytes"], bytes);
     assert_eq!(row_all["host_gb_per_s_sync"], Value::Null);
     assert_waits_match_the_trace(&r, &path);
+    // The program frees everything: the shim's npushim_leaks event says so, and the report
+    // shows a record with nothing in it, not "not recorded".
+    let trace = common::parse_trace(&path);
+    assert_eq!(
+        trace.meta("npushim_leaks").unwrap()["args"]["leaks"],
+        json!([])
+    );
+    assert_eq!(r["leaks"][0]["recorded"], true);
+    assert_eq!(r["leaks"][0]["locations"], json!([]));
 
     let text = Command::new(BIN).arg("report").arg(&path).output().unwrap();
     let text = ok(&text);
@@ -811,5 +820,36 @@ fn report_of_a_traced_run_shows_what_the_memory_map_learned() {
             .find(|(label, _)| label.contains(&format!("(pid {pid},")))
             .unwrap_or_else(|| panic!("pid {pid} not in {got:?}"));
         assert_eq!(locations.as_ref(), Some(&leaks_from_spans(&trace)));
+    }
+}
+
+#[test]
+fn report_of_a_run_without_the_memory_map_says_its_memory_data_is_absent() {
+    let b = build();
+    let dir = scratch("report-memmap-off");
+    ok(&Run::shimmed(&b.bin("copy_pipeline"), &dir)
+        .env("NPUSHIM_MEMMAP", "off")
+        .arg("1")
+        .output());
+    let path = trace_file(&dir);
+    let trace = common::parse_trace(&path);
+    assert!(trace.meta("npushim_leaks").is_none());
+    let copies = trace.spans_named("aclrtMemcpyAsync").count() as u64;
+    assert!(copies > 0);
+
+    let r = report_json(&path);
+    let m = &r["memory_types"];
+    assert_eq!(m["copies"], copies);
+    assert_eq!(m["without_memory"], copies);
+    assert_eq!(m["rows"], json!([]));
+    assert_eq!(r["pageable_blocked"]["data"], false);
+    assert_eq!(r["leaks"][0]["recorded"], false);
+
+    let text = report_text(&[&path]);
+    for line in ["  no memory types: ", "  no data: ", "  not recorded "] {
+        assert!(
+            text.contains(&format!("\n{line}")),
+            "{line:?} not in {text}"
+        );
     }
 }

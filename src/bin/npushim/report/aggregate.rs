@@ -181,7 +181,8 @@ pub struct Span {
     /// `registered`, `pageable`, `unknown`), when the memory map recorded them.
     pub src_mem: Option<String>,
     pub dst_mem: Option<String>,
-    /// The addresses as traced (`src`; `dst`, or a set's `devPtr`).
+    /// The addresses as traced (`src`; `dst`, or a set's `devPtr`), kept for copies that
+    /// ran synchronously (`ran_sync`) only.
     pub src: Option<String>,
     pub dst: Option<String>,
     /// The kind the runtime used (`effectiveKind` when written, else `kind`).
@@ -245,11 +246,13 @@ impl Span {
         let ran_sync = args.get("sync") == Some(&Value::Bool(true)) && class != Class::CopySync;
         let text = |key: &str| args.get(key).map(|v| arg_text(Some(v)));
         let effective_kind = text("effectiveKind").or_else(|| kind.clone());
+        // The addresses only name the host buffers of copies that ran synchronously.
+        let address = |key: &str| if ran_sync { text(key) } else { None };
         Span {
             src_mem: text("srcMem"),
             dst_mem: text("dstMem"),
-            src: text("src"),
-            dst: text("dst").or_else(|| text("devPtr")),
+            src: address("src"),
+            dst: address("dst").or_else(|| address("devPtr")),
             effective_kind,
             outcome: Outcome::of(ret, fault.as_deref()),
             sync: class == Class::CopySync || ran_sync,
