@@ -11,7 +11,13 @@
 //! - a **rate** is computed from host time only for synchronous copies (`aclrtMemcpy`,
 //!   `aclrtMemcpy2d`, and any copy whose span says `"sync":true`) that were `ok`: the host time
 //!   of an asynchronous call is its submission, not its transfer;
-//! - **host waits** (`aclrtSynchronize*`) are also kept per function and stream / event.
+//! - **host waits** (`aclrtSynchronize*`) are also kept per function and stream / event;
+//! - **memory types** (SPEC §9): copies and sets per function and `srcMem` → `dstMem`; a span
+//!   without either is counted apart, never guessed;
+//! - **host blocked in pageable copies**: `ok` asynchronous copies marked `"sync":true`, their
+//!   bytes, host time and host buffers (per process: addresses of different processes are
+//!   different buffers);
+//! - **leaks** are what each process's `npushim_leaks` event says, read by [`LeakRecord`].
 //!
 //! Memory does not depend on the length of the trace: per-key rows hold a log-bucketed
 //! histogram, count tables stop growing at [`MAX_KEYS`] keys (the rest is `(other)`), and
