@@ -480,8 +480,13 @@ extern "C" fn on_exit() {
     }
     let _ = std::panic::catch_unwind(|| {
         let leaks = crate::memmap::leaks();
-        if !leaks.is_empty() {
-            trace::exit_metadata("npushim_leaks", leaks_json(&leaks));
+        // Written whenever the map was on at exit, an empty list included: a reader can
+        // then tell "nothing leaked" from "not recorded" (map off, older shim, no exit).
+        if crate::memmap::is_enabled() {
+            trace::exit_metadata(
+                "npushim_leaks",
+                leaks_json(&leaks, crate::memmap::untracked()),
+            );
         }
         trace::finish();
         summarise();
@@ -498,8 +503,9 @@ fn location_name(location: crate::memmap::Location) -> String {
     }
 }
 
-/// The leak summary as the `npushim_leaks` metadata's args.
-fn leaks_json(leaks: &[crate::memmap::LeakSummary]) -> String {
+/// The leak summary as the `npushim_leaks` metadata's args; `untracked` allocations (the
+/// map was full) may be missing from it.
+fn leaks_json(leaks: &[crate::memmap::LeakSummary], untracked: u64) -> String {
     let mut j = trace::json::Json::default();
     j.raw("{\"leaks\":[");
     for (i, leak) in leaks.iter().enumerate() {
@@ -522,7 +528,9 @@ fn leaks_json(leaks: &[crate::memmap::LeakSummary]) -> String {
         j.u64(leak.largest.tid.max(0) as u64);
         j.raw("}}");
     }
-    j.raw("]}");
+    j.raw("],\"untracked\":");
+    j.u64(untracked);
+    j.raw("}");
     String::from_utf8(j.buf).unwrap_or_default()
 }
 
