@@ -11,8 +11,13 @@ extern "C" fn on_exit() {
     }
     let _ = std::panic::catch_unwind(|| {
         let leaks = crate::memmap::leaks();
-        if !leaks.is_empty() {
-            trace::exit_metadata("npushim_leaks", stats::leaks_json(&leaks));
+        // Written whenever the map was on at exit, an empty list included: a reader can
+        // then tell "nothing leaked" from "not recorded" (map off, older shim, no exit).
+        if crate::memmap::is_enabled() {
+            trace::exit_metadata(
+                "npushim_leaks",
+                stats::leaks_json(&leaks, crate::memmap::untracked()),
+            );
         }
         trace::finish();
         stats::summarise();

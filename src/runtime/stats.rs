@@ -177,8 +177,9 @@ fn location_name(location: crate::memmap::Location) -> String {
     }
 }
 
-/// The leak summary as the `npushim_leaks` metadata's args.
-pub(super) fn leaks_json(leaks: &[crate::memmap::LeakSummary]) -> String {
+/// The leak summary as the `npushim_leaks` metadata's args; `untracked` allocations (the
+/// map was full) may be missing from it.
+pub(super) fn leaks_json(leaks: &[crate::memmap::LeakSummary], untracked: u64) -> String {
     let mut j = trace::json::Json::default();
     j.raw("{\"leaks\":[");
     for (i, leak) in leaks.iter().enumerate() {
@@ -201,7 +202,9 @@ pub(super) fn leaks_json(leaks: &[crate::memmap::LeakSummary]) -> String {
         j.u64(leak.largest.tid.max(0) as u64);
         j.raw("}}");
     }
-    j.raw("]}");
+    j.raw("],\"untracked\":");
+    j.u64(untracked);
+    j.raw("}");
     String::from_utf8(j.buf).unwrap_or_default()
 }
 
