@@ -74,6 +74,36 @@ impl TaskKind {
     const fn takes_argument(self) -> bool {
         matches!(self, TaskKind::Return | TaskKind::Delay)
     }
+
+    /// Splits a decision into its task and one integer (the code, or the nanoseconds; 0
+    /// for the others): how a trace record stores it.
+    pub fn of(decision: Decision) -> (TaskKind, u64) {
+        let arg = match decision {
+            Decision::Return(code) => code as i64 as u64,
+            Decision::Delay(ns) => ns,
+            Decision::Forward | Decision::Skip | Decision::Abort => 0,
+        };
+        (decision.task_kind(), arg)
+    }
+
+    /// The task whose discriminant is `v`; [`TaskKind::Off`] for any other value.
+    pub fn from_u8(v: u8) -> TaskKind {
+        TaskKind::ALL
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or(TaskKind::Off)
+    }
+
+    /// The decision back from [`TaskKind::of`]'s parts.
+    pub fn decision(self, arg: u64) -> Decision {
+        match self {
+            TaskKind::Off => Decision::Forward,
+            TaskKind::Return => Decision::Return(arg as i64 as i32),
+            TaskKind::Delay => Decision::Delay(arg),
+            TaskKind::Skip => Decision::Skip,
+            TaskKind::Abort => Decision::Abort,
+        }
+    }
 }
 
 /// What to do with one call.

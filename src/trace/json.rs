@@ -459,7 +459,7 @@ impl Json {
         let fault = FaultTag::from_u8(rec.fault);
         let mut action = [0u8; 64];
         let mut action_len = 0;
-        if fault != FaultTag::None {
+        if fault != FaultTag::Off {
             action_len = fault.decision(rec.fault_arg).write_action(&mut action);
             l.put(b",\"fault\":\"");
             l.put(&action[..action_len]);
@@ -475,7 +475,7 @@ impl Json {
         for rule in violations.iter() {
             self.instant("violation:", rule.name(), hook, start_ns, pid, tid, None);
         }
-        if fault != FaultTag::None {
+        if fault != FaultTag::Off {
             let decision = fault.decision(rec.fault_arg);
             self.instant(
                 "fault:",
