@@ -62,6 +62,9 @@ pub struct Config {
     pub hccl_lib: Option<String>,
     /// `$ASCEND_HOME_PATH`, `$ASCEND_TOOLKIT_HOME`: install roots searched last.
     pub ascend_homes: Vec<String>,
+    /// `NPUSHIM_RUN_INDEX`: a file `npushim run` created, to which the shim appends the
+    /// path of each trace file it creates (never created by the shim).
+    pub run_index: Option<String>,
     /// Rank for `%r` (first of `RANK`, `RANK_ID`, `OMPI_COMM_WORLD_RANK`, `PMI_RANK`,
     /// `SLURM_PROCID`; 0 if none).
     pub rank: u32,
@@ -74,6 +77,7 @@ impl Default for Config {
             memmap: true,
             device_events: false,
             dlsym: true,
+            run_index: None,
             trace: Some(DEFAULT_TRACE.to_string()),
             sink: Sink::Native,
             check: CheckConfig::default(),
@@ -89,11 +93,12 @@ impl Default for Config {
 }
 
 /// Every variable the configuration reads, except the rank variables.
-pub const VARS: [&str; 14] = [
+pub const VARS: [&str; 15] = [
     "NPUSHIM_DISABLE",
     "NPUSHIM_MEMMAP",
     "NPUSHIM_DEVICE",
     "NPUSHIM_DLSYM",
+    "NPUSHIM_RUN_INDEX",
     "NPUSHIM_LOG",
     "NPUSHIM_TRACE",
     "NPUSHIM_TRACE_SINK",
@@ -140,6 +145,7 @@ fn default_note(name: &str) -> &'static str {
         "NPUSHIM_MEMMAP" => "the memory map stays on",
         "NPUSHIM_DEVICE" => "the device timeline stays off",
         "NPUSHIM_DLSYM" => "handle lookups still see the shim",
+        "NPUSHIM_RUN_INDEX" => "trace files are not listed",
         "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
         "NPUSHIM_TRACE" => "using npushim-%p.json",
         "NPUSHIM_TRACE_SINK" => "using native",
@@ -235,6 +241,7 @@ impl Config {
                 )),
             }
         }
+        c.run_index = nonempty("NPUSHIM_RUN_INDEX");
         if let Some(v) = get("NPUSHIM_LOG") {
             match Level::parse(&v) {
                 Some(level) => c.log = level,
@@ -332,6 +339,7 @@ mod tests {
             "NPUSHIM_MEMMAP" => "off",
             "NPUSHIM_DEVICE" => "events",
             "NPUSHIM_DLSYM" => "0",
+            "NPUSHIM_RUN_INDEX" => "/tmp/npushim-run.index",
             "NPUSHIM_LOG" => "info",
             "NPUSHIM_TRACE" => "/tmp/t-%p.json",
             "NPUSHIM_TRACE_SINK" => "tracing-chrome",

@@ -186,7 +186,12 @@ pub fn create_file(settings: &Settings, host: &str) -> Option<(libc::c_int, Stri
         return None;
     };
     match file::create(&path) {
-        Ok(created) => Some(created),
+        Ok(created) => {
+            if let Some(index) = &settings.run_index {
+                file::list_in_index(index, &created.1);
+            }
+            Some(created)
+        }
         Err(e) => {
             crate::diag::warn!("{e}; the program runs on untraced");
             None
