@@ -89,8 +89,9 @@ fn calls_from_a_signal_handler_that_interrupts_the_shim_are_forwarded_and_counte
     assert!(trace.complete);
     let spans = trace.copies().count() as u64;
     // Every call is a span or counted as dropped; none is lost silently. (The drop count
-    // may exceed the calls it stands for by one or two under load: a handler call that
-    // interrupts a push is sometimes counted twice; no call is ever missing from both.)
+    // has been seen to exceed the calls it stands for by one or two under load, a reporting
+    // inaccuracy whose cause is still open; what must hold is that no call is missing from
+    // both.)
     assert!(spans <= calls, "{spans} spans for {calls} calls\n{err}");
     assert!(spans + dropped(&trace) >= calls, "{err}");
     assert!(spans + dropped(&trace) <= calls + 4, "{err}");
