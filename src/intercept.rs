@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::abi::types::{Api, Call};
 use crate::boundary::guarded;
-use crate::check::{self, MemView, Mode, RuleSet};
+use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
 use crate::memmap;
 use crate::runtime::{self, Runtime};
@@ -51,11 +51,12 @@ fn place_cell() -> Option<&'static Cell<u32>> {
 /// What an `aclrtMemcpyAsync` call needs (decided before anything is spilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule).
+    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule,
+    /// no memory rule to apply).
     Forward,
-    /// Only a span: forward between two clock reads and record, skipping the pipeline's
-    /// check, fault and nesting stages (the trace is running; no fault rule is active; the
-    /// call cannot be nested and breaks no rule).
+    /// The memory map's rules, then, when the trace is running, a span: forward (between
+    /// two clock reads if traced), skipping the pipeline's fault and nesting stages (no
+    /// fault rule is active; the call cannot be nested and breaks no argument rule).
     Record,
     /// The whole pipeline.
     Pipeline,
@@ -67,9 +68,9 @@ pub fn route(call: &Call) -> Route {
     let Some(rt) = runtime::get_initialised() else {
         return Route::Pipeline;
     };
-    let plain_route = match trace::state() {
-        trace::Phase::Off => Route::Forward,
-        trace::Phase::Running => Route::Record,
+    let traced = match trace::state() {
+        trace::Phase::Off => false,
+        trace::Phase::Running => true,
         trace::Phase::Other => return Route::Pipeline,
     };
     if !runtime::faults_active()
@@ -78,10 +79,23 @@ pub fn route(call: &Call) -> Route {
         && !NESTING.load(Ordering::Relaxed)
         && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
     {
-        plain_route
+        if traced || memory_rules_apply(call, rt) {
+            Route::Record
+        } else {
+            Route::Forward
+        }
     } else {
         Route::Pipeline
     }
+}
+
+/// Whether `call` must be classified for a memory rule even when nothing is traced.
+#[inline(always)]
+fn memory_rules_apply(call: &Call, rt: &Runtime) -> bool {
+    rt.check.mode != Mode::Off
+        && (rt.check.rules.0 & RuleSet::MEMORY.0) != 0
+        && call.hook.class().moves_memory()
+        && memmap::is_enabled()
 }
 
 /// What the checks found for one call, with where its memory lives (SPEC §4, §9).
@@ -145,15 +159,19 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
     }
 }
 
-/// [`Route::Record`]: forwards, then records the span; `None` (before forwarding) when the
-/// memory map finds a rule broken, so that the call takes the pipeline. Recording cannot
-/// change the result: a panic in it is caught after the real call returned. (Not
-/// [`guarded`]: the record path's only cancellation points are in its cold branches, which
-/// hold cancellation off themselves, and this path is the one every traced call takes.)
+/// [`Route::Record`]: forwards, then records the span if the trace is running; `None`
+/// (before forwarding) when the memory map finds a rule broken, so that the call takes the
+/// pipeline. Neither judging nor recording can change the result: a panic in either is
+/// caught (before the forward it sends the call to the pipeline, after it the result
+/// stands). (Not [`guarded`]: the record path's only cancellation points are in its cold
+/// branches, which hold cancellation off themselves, and this path is the one every traced
+/// call takes.)
 #[inline(always)]
 pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
     let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
-        let judged = judge(call, runtime::get_initialised()?);
+        let rt = runtime::get_initialised()?;
+        let judged =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(call, rt))).ok()?;
         if !judged.violations.is_empty() {
             return None;
         }
@@ -161,6 +179,10 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Optio
     } else {
         Judged::CLEAN
     };
+    if trace::state() == trace::Phase::Off {
+        // Classified for the memory rules only: nothing to record.
+        return Some(forward());
+    }
     let start = clock::now();
     let ret = forward();
     let end = clock::now();
@@ -240,17 +262,40 @@ pub fn call<F: Copy>(
         // slow runtime call.
         std::thread::sleep(Duration::from_nanos(ns));
     }
+    // A pageable copy's diagnostic says how long the runtime kept the host waiting.
+    let pageable = plan.judged.violations.contains(Rule::Pageable);
+    let mut blocked_ns = None;
     let ret = match (plan.verdict, plan.real) {
         (Some(code), _) => code,
         (None, Some(f)) => {
+            // Closed before the real free: once it returns, the runtime may hand the
+            // address to another thread, whose allocation a late close would end.
+            let closed = if call.hook.class().releases_memory() {
+                guarded(|| forget_memory(&call)).flatten()
+            } else {
+                None
+            };
+            let forward_start = if pageable { clock::monotonic_ns() } else { 0 };
             cell.set((call.depth + 1) << 1);
             let ret = forward(f);
             cell.set(call.depth << 1 | BUSY);
+            if pageable {
+                blocked_ns = Some(clock::monotonic_ns().saturating_sub(forward_start));
+            }
+            if ret != 0 {
+                if let Some(info) = closed {
+                    // The runtime refused: the memory is still the program's.
+                    let _ = guarded(|| restore_memory(&info));
+                }
+            }
             ret
         }
         (None, None) => missing,
     };
     let end = clock::now();
+    if pageable {
+        let _ = guarded(|| runtime::note_pageable(&call, plan.judged.view, ret, blocked_ns));
+    }
     if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
         if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
             call.dst = ptr;
@@ -272,9 +317,10 @@ pub fn call<F: Copy>(
     ret
 }
 
-/// After a successful allocation, free, registration or unregistration: the memory map
-/// learns of it (SPEC §9). Returns the allocated pointer, read from the out-pointer the
-/// program passed (which the real function has just written).
+/// After a successful allocation or registration: the memory map learns of it (SPEC §9).
+/// Returns the allocated pointer, read from the out-pointer the program passed (which the
+/// real function has just written). Frees and unregistrations are noted before the real
+/// call ([`forget_memory`]).
 #[cold]
 fn note_memory(call: &Call, now: u64) -> Option<usize> {
     use crate::abi::types::Class;
@@ -312,12 +358,31 @@ fn note_memory(call: &Call, now: u64) -> Option<usize> {
             );
             None
         }
-        Class::Free | Class::Unregister => {
-            memmap::remove(call.dst as u64);
-            None
-        }
         _ => None,
     }
+}
+
+/// Before a free or unregistration is forwarded: the memory map closes the entry (SPEC
+/// §9), and returns it so that [`restore_memory`] can reopen it if the runtime refuses.
+#[cold]
+fn forget_memory(call: &Call) -> Option<memmap::AllocInfo> {
+    if !memmap::is_enabled() {
+        return None;
+    }
+    memmap::remove(call.dst as u64)
+}
+
+/// Reopens an entry closed by [`forget_memory`] whose free the runtime refused.
+#[cold]
+fn restore_memory(info: &memmap::AllocInfo) {
+    memmap::insert(
+        info.start,
+        info.size,
+        info.location,
+        info.ts,
+        info.tid,
+        info.hook,
+    );
 }
 
 /// Forwards with nothing else (the fallback of every path that cannot run the pipeline).
@@ -348,7 +413,8 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
     let violations = judged.violations;
     let mut verdict = None;
     if !violations.is_empty() {
-        runtime::note_violations(rt, call, violations);
+        // `pageable` is noted after the forward, with the time the host was blocked.
+        runtime::note_violations(rt, call, violations.without(Rule::Pageable));
         if rt.check.mode == Mode::Strict {
             verdict = check::strict_verdict(call.hook, violations).map(|(_, code)| code);
         }

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::time::Duration;
 
 use crate::abi::types::{Api, Call, Class, Hook};
-use crate::check::{CheckConfig, Mode, RULES, Violations};
+use crate::check::{CheckConfig, MemView, Mode, RULES, Rule, Violations};
 use crate::config::{Config, Sink};
 use crate::fault::{Decision, FaultSpec};
+use crate::memmap::MemKind;
 use crate::real::Search;
 use crate::sync::FlagLock;
 use crate::trace::json::Out;
@@ -52,6 +53,11 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Per-rule violation counts, and the first offending call of each rule.
 static VIOLATIONS: [AtomicU64; RULES.len()] = [const { AtomicU64::new(0) }; RULES.len()];
 static FIRST_VIOLATION: FlagLock<[Option<Call>; RULES.len()]> = FlagLock::new([None; RULES.len()]);
+/// The clock at this process's fork (0 in the original process): allocations made before
+/// it were the parent's, so the child's leak summary leaves them out.
+static FORKED_AT: AtomicU64 = AtomicU64::new(0);
+/// Nanoseconds the host spent in pageable copies the runtime ran synchronously.
+static PAGEABLE_BLOCKED_NS: AtomicU64 = AtomicU64::new(0);
 /// Injected faults by task: return, delay, skip, abort.
 static INJECTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
@@ -344,29 +350,94 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
         _ => None,
     };
     for rule in violations.iter() {
-        let n = VIOLATIONS[rule as usize].fetch_add(1, Ordering::Relaxed);
-        if n == 0 {
-            if let Some(mut first) = FIRST_VIOLATION.lock_for(Duration::from_millis(100)) {
-                first[rule as usize].get_or_insert(*call);
-            }
+        let Some(last) = count_violation(rule, call) else {
+            continue;
+        };
+        let verdict = match blocked {
+            Some(code) => format!("returning {code} without calling the runtime"),
+            None => "forwarded".to_string(),
+        };
+        diag::warn!(
+            "{}: {} [{}]: {}; {verdict}{}",
+            call.hook.symbol(),
+            rule.name(),
+            describe_call(call),
+            rule.explain_for(call.hook),
+            if last { LAST_LINE } else { "" }
+        );
+    }
+}
+
+/// Ends the last line printed for a rule.
+const LAST_LINE: &str = " (further occurrences of this rule are counted silently)";
+
+/// Counts one violation of `rule` by `call`: `Some(last)` when its line is to be printed
+/// (`last`: the final one printed for this rule), `None` when it is counted silently.
+fn count_violation(rule: Rule, call: &Call) -> Option<bool> {
+    let n = VIOLATIONS[rule as usize].fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        if let Some(mut first) = FIRST_VIOLATION.lock_for(Duration::from_millis(100)) {
+            first[rule as usize].get_or_insert(*call);
         }
-        if n < WARN_LIMIT {
-            let verdict = match blocked {
-                Some(code) => format!("returning {code} without calling the runtime"),
-                None => "forwarded".to_string(),
-            };
-            diag::warn!(
-                "{}: {} [{}]: {}; {verdict}{}",
-                call.hook.symbol(),
-                rule.name(),
-                describe_call(call),
-                rule.explain_for(call.hook),
-                if n + 1 == WARN_LIMIT {
-                    " (further occurrences of this rule are counted silently)"
-                } else {
-                    ""
-                }
-            );
+    }
+    (n < WARN_LIMIT && diag::enabled(diag::Level::Warn)).then_some(n + 1 == WARN_LIMIT)
+}
+
+/// Counts and reports a `pageable` copy once it returned: which host buffer is pageable,
+/// how long the runtime kept the host waiting (`blocked_ns`, `None` when the call was not
+/// forwarded and `ret` came from the shim), and what to change.
+#[cold]
+pub fn note_pageable(call: &Call, view: Option<MemView>, ret: i32, blocked_ns: Option<u64>) {
+    if let Some(ns) = blocked_ns {
+        PAGEABLE_BLOCKED_NS.fetch_add(ns, Ordering::Relaxed);
+    }
+    let Some(last) = count_violation(Rule::Pageable, call) else {
+        return;
+    };
+    let (src, dst) = view.map_or((false, false), |v| {
+        (v.src == MemKind::Pageable, v.dst == MemKind::Pageable)
+    });
+    let buffer = match (src, dst) {
+        (true, true) => format!("src={:#x} and dst={:#x} are", call.src, call.dst),
+        (false, true) => format!("dst={:#x} is", call.dst),
+        _ => format!("src={:#x} is", call.src),
+    };
+    let what = match blocked_ns {
+        Some(ns) => format!(
+            "so the runtime synchronized the stream and copied synchronously: this \
+             asynchronous copy blocked the host for {}",
+            Nanos(ns)
+        ),
+        None => "so the runtime would synchronize the stream and copy synchronously, \
+                 blocking the host"
+            .to_string(),
+    };
+    let verdict = match blocked_ns {
+        Some(_) => "forwarded".to_string(),
+        None => format!("returning {ret} without calling the runtime"),
+    };
+    diag::warn!(
+        "{}: pageable [{}]: the host buffer {buffer} pageable memory (neither from \
+         aclrtMallocHost nor registered), {what}; allocate the buffer with aclrtMallocHost \
+         or register it with aclrtHostRegister; {verdict}{}",
+        call.hook.symbol(),
+        describe_call(call),
+        if last { LAST_LINE } else { "" }
+    );
+}
+
+/// A duration in nanoseconds, shown in the largest unit that keeps it above 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nanos(pub u64);
+
+impl std::fmt::Display for Nanos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = self.0;
+        match ns {
+            0..1_000 => write!(f, "{ns} ns"),
+            1_000..1_000_000 => write!(f, "{:.1} us", ns as f64 / 1e3),
+            1_000_000..1_000_000_000 => write!(f, "{:.2} ms", ns as f64 / 1e6),
+            _ => write!(f, "{:.2} s", ns as f64 / 1e9),
         }
     }
 }
@@ -441,12 +512,18 @@ fn summarise() {
             .lock_for(Duration::from_millis(100))
             .and_then(|f| f[rule as usize]);
         let suppressed = n.saturating_sub(WARN_LIMIT);
+        let blocked = PAGEABLE_BLOCKED_NS.load(Ordering::Relaxed);
         diag::warn!(
-            "summary: rule {} violated {n} time{}{}; first: {}",
+            "summary: rule {} violated {n} time{}{}{}; first: {}",
             rule.name(),
             if n == 1 { "" } else { "s" },
             if suppressed > 0 {
                 format!(" ({suppressed} not shown)")
+            } else {
+                String::new()
+            },
+            if rule == Rule::Pageable && blocked > 0 {
+                format!(", blocking the host for {} in all", Nanos(blocked))
             } else {
                 String::new()
             },
@@ -478,7 +555,7 @@ extern "C" fn on_exit() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
-        let leaks = crate::memmap::leaks();
+        let leaks = crate::memmap::leaks(FORKED_AT.load(Ordering::Relaxed));
         if !leaks.is_empty() {
             trace::exit_metadata("npushim_leaks", leaks_json(&leaks));
         }
@@ -579,6 +656,8 @@ extern "C" fn fork_child() {
     for c in VIOLATIONS.iter().chain(&INJECTED) {
         c.store(0, Ordering::Relaxed);
     }
+    PAGEABLE_BLOCKED_NS.store(0, Ordering::Relaxed);
+    FORKED_AT.store(trace::clock::now(), Ordering::Relaxed);
     // SAFETY: only this thread exists in the child; no guard of these locks is live here.
     unsafe {
         FIRST_VIOLATION.force_unlock();
@@ -611,4 +690,33 @@ pub fn child_seed(generation: u64, n: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_in_the_largest_unit_above_one() {
+        let shown: Vec<String> = [0, 999, 1_000, 41_250, 999_949, 1_000_000, 12_345_678]
+            .into_iter()
+            .chain([999_994_999, 1_000_000_000, 75_500_000_000])
+            .map(|ns| Nanos(ns).to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "0 ns",
+                "999 ns",
+                "1.0 us",
+                "41.2 us",
+                "999.9 us",
+                "1.00 ms",
+                "12.35 ms",
+                "999.99 ms",
+                "1.00 s",
+                "75.50 s"
+            ]
+        );
+    }
 }
