@@ -414,7 +414,7 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
     let mut verdict = None;
     if !violations.is_empty() {
         // `pageable` is noted after the forward, with the time the host was blocked.
-        runtime::note_violations(rt, call, violations.without(Rule::Pageable));
+        runtime::note_violations(rt, call, violations.without(Rule::Pageable), judged.view);
         if rt.check.mode == Mode::Strict {
             verdict = check::strict_verdict(call.hook, violations).map(|(_, code)| code);
         }

@@ -342,7 +342,7 @@ pub fn set_faults(spec: Option<FaultSpec>) {
 
 /// Counts a call's violations; prints the first occurrences of each rule.
 #[cold]
-pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
+pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations, view: Option<MemView>) {
     // In strict mode every line of this call names the code actually returned: that of
     // the first violated error rule.
     let blocked = match rt.check.mode {
@@ -357,14 +357,105 @@ pub fn note_violations(rt: &Runtime, call: &Call, violations: Violations) {
             Some(code) => format!("returning {code} without calling the runtime"),
             None => "forwarded".to_string(),
         };
+        let explained = view.and_then(|v| explain_memory(rule, call, &v));
         diag::warn!(
             "{}: {} [{}]: {}; {verdict}{}",
             call.hook.symbol(),
             rule.name(),
             describe_call(call),
-            rule.explain_for(call.hook),
+            explained.as_deref().unwrap_or(rule.explain_for(call.hook)),
             if last { LAST_LINE } else { "" }
         );
+    }
+}
+
+/// What a memory rule found, naming the memory (SPEC §9): `None` for other rules, or when
+/// the map cannot say more than the rule's own explanation.
+fn explain_memory(rule: Rule, call: &Call, view: &MemView) -> Option<String> {
+    let memory = |kind: MemKind| match kind {
+        MemKind::Device => "device memory",
+        MemKind::Pinned => "pinned host memory (aclrtMallocHost)",
+        MemKind::Registered => "registered host memory (aclrtHostRegister)",
+        MemKind::Pageable => "pageable host memory",
+        MemKind::Unknown => "memory of unknown location",
+    };
+    let kind = |k: i32| match crate::abi::types::decode_kind(call.api, k) {
+        crate::abi::types::Kind::Named(name) => name.to_string(),
+        crate::abi::types::Kind::Unknown(raw) => raw.to_string(),
+    };
+    let sides = format!(
+        "src={:#x} is {} and dst={:#x} {}",
+        call.src,
+        memory(view.src),
+        call.dst,
+        memory(view.dst)
+    );
+    match rule {
+        Rule::Location => {
+            let row = crate::check::table_row(view)?;
+            let accepted: Vec<String> = row.accepted.iter().map(|k| kind(*k)).collect();
+            Some(format!(
+                "{sides}: between them the runtime accepts {} (or DEFAULT), not {}: it rejects \
+                 the copy with 107000",
+                accepted.join(" or "),
+                kind(call.kind)
+            ))
+        }
+        Rule::Direction => {
+            let forced = crate::check::table_row(view)?.forced?;
+            Some(format!(
+                "{sides}: between them the runtime copies {} whatever kind is passed (here {}): \
+                 CANN 8.x corrects it silently, older runtimes return 107000",
+                kind(forced),
+                kind(call.kind)
+            ))
+        }
+        Rule::Bounds => {
+            let past = |name: &str, ptr: usize, len: u64, alloc: Option<(u64, u64)>| {
+                let (start, size) = alloc?;
+                let over = (ptr as u64)
+                    .saturating_add(len)
+                    .checked_sub(start.saturating_add(size))
+                    .filter(|n| *n > 0)?;
+                Some(format!(
+                    "the {len} bytes at {name}={ptr:#x} run {over} bytes past the end of its \
+                     {size}-byte allocation at {start:#x}"
+                ))
+            };
+            let set = call.hook.class() == Class::SetAsync;
+            let dst_len = if set {
+                call.count
+            } else {
+                crate::check::extent(call, call.dest_max)
+            };
+            let dst_name = if set { "devPtr" } else { "dst" };
+            let mut parts = Vec::new();
+            parts.extend(past(dst_name, call.dst, dst_len, view.dst_alloc));
+            if !set {
+                let src_len = crate::check::extent(call, call.spitch);
+                parts.extend(past("src", call.src, src_len, view.src_alloc));
+            }
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        Rule::Freed => {
+            let freed = |name: &str, ptr: usize, flagged: bool| {
+                let a = crate::memmap::freed_alloc(ptr as u64).filter(|_| flagged)?;
+                Some(format!(
+                    "{name}={ptr:#x} lies in the {}-byte allocation at {:#x} from {}, freed \
+                     since (no allocation has reused it)",
+                    a.size,
+                    a.start,
+                    Hook::from_index(a.hook).map_or("?", Hook::symbol)
+                ))
+            };
+            let mut parts = Vec::new();
+            parts.extend(freed("dst", call.dst, view.dst_freed));
+            if call.hook.class() != Class::SetAsync {
+                parts.extend(freed("src", call.src, view.src_freed));
+            }
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        _ => None,
     }
 }
 

@@ -340,17 +340,25 @@ fn device_to_device_from_a_host_source_is_location_and_strict_never_calls_the_ru
     assert_eq!(spans[0]["args"]["kind"], "DEVICE_TO_DEVICE");
     assert_eq!(spans[0]["args"]["ret"], 107_000);
     assert_eq!(forwarded_copies(&warn), 1);
+    let (src, dst) = (
+        spans[0]["args"]["src"].as_str().unwrap(),
+        spans[0]["args"]["dst"].as_str().unwrap(),
+    );
     let lines = rule_lines(&warn, "location");
     assert_eq!(lines.len(), 1);
-    assert!(
-        lines[0].starts_with("npushim: aclrtMemcpyAsync: location [dst=")
-            && lines[0].contains(" kind=3 ")
-            && lines[0].ends_with(
-                "]: the kind contradicts where the memory lives (the runtime rejects it with \
-                 107000); forwarded"
-            ),
-        "{}",
-        lines[0]
+    // The line names the memory the kind contradicts, and what the runtime accepts.
+    let explained = format!(
+        "]: src={src} is pageable host memory and dst={dst} pinned host memory \
+         (aclrtMallocHost): between them the runtime accepts HOST_TO_HOST or DEVICE_TO_HOST \
+         (or DEFAULT), not DEVICE_TO_DEVICE: it rejects the copy with 107000"
+    );
+    assert_eq!(
+        lines[0],
+        format!(
+            "npushim: aclrtMemcpyAsync: location [dst={dst} destMax=16384 src={src} \
+             count=16384 kind=3 stream={}{explained}; forwarded",
+            spans[0]["args"]["stream"].as_str().unwrap()
+        )
     );
 
     let strict = run(
@@ -366,7 +374,7 @@ fn device_to_device_from_a_host_source_is_location_and_strict_never_calls_the_ru
     assert_eq!(violations(spans[0]), ["location"]);
     let lines = rule_lines(&strict, "location");
     assert!(
-        lines[0].ends_with("; returning 107000 without calling the runtime"),
+        lines[0].ends_with(" with 107000; returning 107000 without calling the runtime"),
         "{}",
         lines[0]
     );
@@ -387,12 +395,16 @@ fn pinned_to_device_passed_as_host_to_host_is_direction_not_h2h() {
     assert_eq!(rule_lines(&shim, "h2h"), Vec::<String>::new());
     let lines = rule_lines(&shim, "direction");
     assert_eq!(lines.len(), 1);
+    let a = &spans[0]["args"];
+    let (src, dst) = (a["src"].as_str().unwrap(), a["dst"].as_str().unwrap());
     assert!(
         lines[0].contains(" kind=0 ")
-            && lines[0].ends_with(
-                "the kind contradicts where the memory lives; CANN 8.x corrects it silently, \
-                 older runtimes return 107000; forwarded"
-            ),
+            && lines[0].ends_with(&format!(
+                "]: src={src} is pinned host memory (aclrtMallocHost) and dst={dst} device \
+                 memory: between them the runtime copies HOST_TO_DEVICE whatever kind is \
+                 passed (here HOST_TO_HOST): CANN 8.x corrects it silently, older runtimes \
+                 return 107000; forwarded"
+            )),
         "{}",
         lines[0]
     );
@@ -415,8 +427,12 @@ fn a_copy_past_an_allocation_is_bounds() {
     assert_eq!(spans[0]["args"]["count"], 32768);
     let lines = rule_lines(&shim, "bounds");
     assert_eq!(lines.len(), 1);
+    let dst = dev["args"]["ptr"].as_str().unwrap();
     assert!(
-        lines[0].ends_with("]: the copy runs past the end of its allocation; forwarded"),
+        lines[0].ends_with(&format!(
+            "]: the 32768 bytes at dst={dst} run 16384 bytes past the end of its 16384-byte \
+             allocation at {dst}; forwarded"
+        )),
         "{}",
         lines[0]
     );
@@ -463,9 +479,13 @@ fn a_copy_from_a_freed_block_is_freed_until_the_address_is_allocated_again() {
     assert!(ts(realloc) < ts(spans[1]));
     let lines = rule_lines(&shim, "freed");
     assert_eq!(lines.len(), 1, "{lines:#?}");
+    let gone = gone.as_str().unwrap();
     assert!(
-        lines[0].contains(&format!(" src={} count=2048 ", gone.as_str().unwrap()))
-            && lines[0].ends_with("]: dst or src lies in an allocation that was freed; forwarded"),
+        lines[0].contains(&format!(" src={gone} count=2048 "))
+            && lines[0].ends_with(&format!(
+                "]: src={gone} lies in the 4096-byte allocation at {gone} from aclrtMalloc, \
+                 freed since (no allocation has reused it); forwarded"
+            )),
         "{}",
         lines[0]
     );
