@@ -732,8 +732,14 @@ fn every_allocation_free_and_registration_is_a_span_with_the_runtime_s_arguments
             mem("pinned", "device", "", false, &[]),
             mem("registered", "device", "", false, &[]),
             mem("registered", "device", "", false, &[]),
+            // After the refused aclrtFree the buffer is still pinned, not freed.
+            mem("pinned", "device", "", false, &[]),
         ]
     );
+    let refused = steps(&plain.stdout())
+        .into_iter()
+        .find(|(s, _)| s == "aclrtFree_pinned");
+    assert_eq!(refused, Some(("aclrtFree_pinned".to_string(), 107_000)));
     assert!(trace.meta("npushim_leaks").is_none());
 }
 

@@ -22,8 +22,8 @@
  *   fork       copies before, in a forked child and after it
  *   memset     aclrtMemsetAsync on pinned host memory
  *   hooks      every allocation, free and registration function once (and one
- *              allocation that fails), with a copy from each kind of host memory
- *              into each kind of device allocation
+ *              allocation and one free that fail), with a copy from each kind of
+ *              host memory into each kind of device allocation
  *
  * Each step prints "<step> ret <code>"; stdout carries no pointers or timings,
  * so it is the same with and without an interposer (unless one deliberately
@@ -312,6 +312,10 @@ static void mode_hooks(void)
     step("copy_pinned_cfg", aclrtMemcpyAsync(b, SZ, h2, SZ, ACL_MEMCPY_HOST_TO_DEVICE, g_stream));
     step("copy_registered", aclrtMemcpyAsync(c, SZ, r, SZ, ACL_MEMCPY_HOST_TO_DEVICE, g_stream));
     step("copy_registered_v2", aclrtMemcpyAsync(d, SZ, r2, SZ, ACL_MEMCPY_HOST_TO_DEVICE, g_stream));
+    step("sync", aclrtSynchronizeStream(g_stream));
+    /* A free the runtime refuses (pinned memory given to aclrtFree) frees nothing. */
+    step("aclrtFree_pinned", aclrtFree(h));
+    step("copy_after_refused_free", aclrtMemcpyAsync(a, SZ, h, SZ, ACL_MEMCPY_HOST_TO_DEVICE, g_stream));
     step("sync", aclrtSynchronizeStream(g_stream));
     step("aclrtHostUnregister", aclrtHostUnregister(r));
     step("aclrtHostUnregister_v2", aclrtHostUnregister(r2));
