@@ -16,7 +16,7 @@ use crate::abi::types::{Api, Call};
 use crate::boundary::guarded;
 use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
-use crate::memmap;
+use crate::memmap::{self, MemKind};
 use crate::runtime::{self, Runtime};
 use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
 use crate::trace::{self, clock};
@@ -31,6 +31,137 @@ thread_local! {
 
 /// Set while the thread is in the shim's own code (not while it is in the real function).
 const BUSY: u32 = 1;
+
+/// A clean copy as the memory map judged it, for [`Route::Record`]: the map's generation
+/// and the call's arguments it was judged on, and what the map said.
+#[derive(Clone, Copy)]
+struct Memo {
+    generation: u64,
+    hook: u8,
+    kind: i32,
+    dst: usize,
+    src: usize,
+    count: u64,
+    dest_max: u64,
+    spitch: u64,
+    height: u64,
+    src_mem: MemKind,
+    dst_mem: MemKind,
+    effective_kind: Option<i32>,
+    sync: bool,
+}
+
+impl Memo {
+    /// Matches no call (no hook has the index `u8::MAX`).
+    const EMPTY: Memo = Memo {
+        generation: 0,
+        hook: u8::MAX,
+        kind: 0,
+        dst: 0,
+        src: 0,
+        count: 0,
+        dest_max: 0,
+        spitch: 0,
+        height: 0,
+        src_mem: MemKind::Unknown,
+        dst_mem: MemKind::Unknown,
+        effective_kind: None,
+        sync: false,
+    };
+
+    fn of(call: &Call) -> Memo {
+        Memo {
+            hook: call.hook as u8,
+            kind: call.kind,
+            dst: call.dst,
+            src: call.src,
+            count: call.count,
+            dest_max: call.dest_max,
+            spitch: call.spitch,
+            height: call.height,
+            ..Memo::EMPTY
+        }
+    }
+
+    fn same_call(&self, other: &Memo) -> bool {
+        (self.hook, self.kind, self.dst, self.src) == (other.hook, other.kind, other.dst, other.src)
+            && (self.count, self.dest_max, self.spitch, self.height)
+                == (other.count, other.dest_max, other.spitch, other.height)
+    }
+}
+
+/// This thread's last clean copy judged with the memory map, and a sequence number that
+/// is odd while the memo is being written (a signal handler that interrupts the write on
+/// this thread then does not read a torn memo).
+struct LastClean {
+    seq: Cell<u32>,
+    memo: Cell<Memo>,
+}
+
+thread_local! {
+    /// A copy loop repeats the same call, and until an allocation, free or registration
+    /// completes somewhere (the map's generation) the answer is the same: the lookups and
+    /// the rules are skipped. Destructor-free.
+    static LAST_CLEAN: LastClean = const {
+        LastClean {
+            seq: Cell::new(0),
+            memo: Cell::new(Memo::EMPTY),
+        }
+    };
+}
+
+/// The memoised judgement of `call` at `generation`, if this thread judged it clean last.
+#[inline]
+fn memoised(call: &Call, generation: u64) -> Option<Judged> {
+    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
+    let memo = LAST_CLEAN
+        .try_with(|last| {
+            let seq = last.seq.get();
+            compiler_fence(SeqCst);
+            let memo = last.memo.get();
+            compiler_fence(SeqCst);
+            (seq & 1 == 0 && last.seq.get() == seq).then_some(memo)
+        })
+        .ok()??;
+    if memo.generation != generation || !memo.same_call(&Memo::of(call)) {
+        return None;
+    }
+    Some(Judged {
+        violations: RuleSet::EMPTY,
+        view: Some(MemView {
+            src: memo.src_mem,
+            dst: memo.dst_mem,
+            ..MemView::UNKNOWN
+        }),
+        effective_kind: memo.effective_kind,
+        sync: memo.sync,
+    })
+}
+
+/// Remembers that `call` was judged clean at `generation`.
+#[inline]
+fn memoise(call: &Call, generation: u64, judged: &Judged) {
+    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
+    let Some(view) = judged.view else {
+        return;
+    };
+    let memo = Memo {
+        generation,
+        src_mem: view.src,
+        dst_mem: view.dst,
+        effective_kind: judged.effective_kind,
+        sync: judged.sync,
+        ..Memo::of(call)
+    };
+    let _ = LAST_CLEAN.try_with(|last| {
+        let s = last.seq.get().wrapping_add(1) | 1;
+        last.seq.set(s);
+        compiler_fence(SeqCst);
+        last.memo.set(memo);
+        compiler_fence(SeqCst);
+        last.seq.set(s.wrapping_add(1));
+    });
+}
 
 /// Set (once, for good) by the first `HcclMemcpyAsync`: only a real HCCL copy re-enters the
 /// shim (its nested `aclrtMemcpyAsync`), so until then a clean `aclrtMemcpyAsync` can take
@@ -170,12 +301,21 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
 pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
     let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
         let rt = runtime::get_initialised()?;
-        let judged =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(call, rt))).ok()?;
-        if !judged.violations.is_empty() {
-            return None;
+        // Read before judging: a write that completes meanwhile makes the memo stale.
+        let generation = memmap::generation();
+        match memoised(call, generation) {
+            Some(judged) => judged,
+            None => {
+                let judged =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(call, rt)))
+                        .ok()?;
+                if !judged.violations.is_empty() {
+                    return None;
+                }
+                memoise(call, generation, &judged);
+                judged
+            }
         }
-        judged
     } else {
         Judged::CLEAN
     };

@@ -1338,6 +1338,14 @@ impl Drop for MemMap {
 
 static MAP: MemMap = MemMap::new();
 
+/// The process's map's write generation: it changes whenever an allocation, free or
+/// registration completes (0 while nothing was ever written). Answers computed at one
+/// generation hold as long as it stays the same.
+#[inline]
+pub fn generation() -> u64 {
+    MAP.generation.load(Ordering::Acquire)
+}
+
 /// Whether the process's map is on.
 #[inline]
 pub fn is_enabled() -> bool {
