@@ -159,7 +159,13 @@ fn memoise(call: &Call, generation: u64, judged: &Judged) {
         compiler_fence(SeqCst);
         last.memo.set(memo);
         compiler_fence(SeqCst);
-        last.seq.set(s.wrapping_add(1));
+        if last.seq.get() == s {
+            last.seq.set(s.wrapping_add(1));
+        } else {
+            // A signal handler memoised its own copy in the middle of this write: the
+            // memo may be half of each, so it stays unreadable until the next write.
+            last.seq.set(last.seq.get() | 1);
+        }
     });
 }
 
