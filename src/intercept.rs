@@ -32,70 +32,34 @@ thread_local! {
 /// Set while the thread is in the shim's own code (not while it is in the real function).
 const BUSY: u32 = 1;
 
-/// A clean copy as the memory map judged it, for [`Route::Record`]: the map's generation
-/// and the call's arguments it was judged on, and what the map said.
-#[derive(Clone, Copy)]
-struct Memo {
-    generation: u64,
-    hook: u8,
-    kind: i32,
-    dst: usize,
-    src: usize,
-    count: u64,
-    dest_max: u64,
-    spitch: u64,
-    height: u64,
-    src_mem: MemKind,
-    dst_mem: MemKind,
-    effective_kind: Option<i32>,
-    sync: bool,
+/// The words a memoised verdict is keyed on: the map's generation and every argument the
+/// memory rules read.
+type MemoKey = [u64; 8];
+
+#[inline(always)]
+fn memo_key(call: &Call, generation: u64) -> MemoKey {
+    [
+        generation,
+        call.dst as u64,
+        call.src as u64,
+        call.count,
+        call.dest_max,
+        call.spitch,
+        call.height,
+        call.hook as u64 | (call.kind as u32 as u64) << 8,
+    ]
 }
 
-impl Memo {
-    /// Matches no call (no hook has the index `u8::MAX`).
-    const EMPTY: Memo = Memo {
-        generation: 0,
-        hook: u8::MAX,
-        kind: 0,
-        dst: 0,
-        src: 0,
-        count: 0,
-        dest_max: 0,
-        spitch: 0,
-        height: 0,
-        src_mem: MemKind::Unknown,
-        dst_mem: MemKind::Unknown,
-        effective_kind: None,
-        sync: false,
-    };
+/// A key no call has (no hook has the index `0xff`).
+const NO_KEY: MemoKey = [0, 0, 0, 0, 0, 0, 0, 0xff];
 
-    fn of(call: &Call) -> Memo {
-        Memo {
-            hook: call.hook as u8,
-            kind: call.kind,
-            dst: call.dst,
-            src: call.src,
-            count: call.count,
-            dest_max: call.dest_max,
-            spitch: call.spitch,
-            height: call.height,
-            ..Memo::EMPTY
-        }
-    }
-
-    fn same_call(&self, other: &Memo) -> bool {
-        (self.hook, self.kind, self.dst, self.src) == (other.hook, other.kind, other.dst, other.src)
-            && (self.count, self.dest_max, self.spitch, self.height)
-                == (other.count, other.dest_max, other.spitch, other.height)
-    }
-}
-
-/// This thread's last clean copy judged with the memory map, and a sequence number that
-/// is odd while the memo is being written (a signal handler that interrupts the write on
-/// this thread then does not read a torn memo).
+/// This thread's last clean copy judged with the memory map: its key, what the map said
+/// (see [`pack_verdict`]), and a sequence number that is odd while they are being written
+/// (a signal handler that interrupts the write on this thread then reads no torn memo).
 struct LastClean {
     seq: Cell<u32>,
-    memo: Cell<Memo>,
+    key: Cell<MemoKey>,
+    verdict: Cell<u64>,
 }
 
 thread_local! {
@@ -105,59 +69,89 @@ thread_local! {
     static LAST_CLEAN: LastClean = const {
         LastClean {
             seq: Cell::new(0),
-            memo: Cell::new(Memo::EMPTY),
+            key: Cell::new(NO_KEY),
+            verdict: Cell::new(0),
         }
     };
+}
+
+/// A clean verdict in one word: the two memory kinds, the effective kind if any, sync.
+fn pack_verdict(judged: &Judged) -> Option<u64> {
+    let view = judged.view?;
+    let effective = match judged.effective_kind {
+        Some(k) => (k as u32 as u64) << 32 | 1 << 16,
+        None => 0,
+    };
+    Some(
+        mem_code(view.src) as u64
+            | (mem_code(view.dst) as u64) << 8
+            | effective
+            | (judged.sync as u64) << 17,
+    )
+}
+
+fn unpack_verdict(word: u64) -> Judged {
+    let kind = |code: u64| crate::trace::record::mem_kind(code as u8).unwrap_or(MemKind::Unknown);
+    Judged {
+        violations: RuleSet::EMPTY,
+        view: Some(MemView {
+            src: kind(word & 0xff),
+            dst: kind(word >> 8 & 0xff),
+            ..MemView::UNKNOWN
+        }),
+        effective_kind: (word >> 16 & 1 != 0).then_some((word >> 32) as u32 as i32),
+        sync: word >> 17 & 1 != 0,
+    }
+}
+
+/// The packed verdict of `key`, if this thread judged that call clean last.
+#[inline(always)]
+fn memo_lookup(key: &MemoKey) -> Option<u64> {
+    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
+    LAST_CLEAN
+        .try_with(|last| {
+            let seq = last.seq.get();
+            compiler_fence(SeqCst);
+            // SAFETY: a plain read of this thread's own cell; nothing else holds a reference
+            // into it (a signal handler that writes it meanwhile changes `seq`).
+            let held = unsafe { &*last.key.as_ptr() };
+            // Word by word without branching (a slice comparison calls memcmp).
+            let same = held.iter().zip(key).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+            let verdict = last.verdict.get();
+            compiler_fence(SeqCst);
+            (same && seq & 1 == 0 && last.seq.get() == seq).then_some(verdict)
+        })
+        .ok()
+        .flatten()
 }
 
 /// The memoised judgement of `call` at `generation`, if this thread judged it clean last.
 #[inline]
 fn memoised(call: &Call, generation: u64) -> Option<Judged> {
-    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
-    let memo = LAST_CLEAN
-        .try_with(|last| {
-            let seq = last.seq.get();
-            compiler_fence(SeqCst);
-            let memo = last.memo.get();
-            compiler_fence(SeqCst);
-            (seq & 1 == 0 && last.seq.get() == seq).then_some(memo)
-        })
-        .ok()??;
-    if memo.generation != generation || !memo.same_call(&Memo::of(call)) {
-        return None;
-    }
-    Some(Judged {
-        violations: RuleSet::EMPTY,
-        view: Some(MemView {
-            src: memo.src_mem,
-            dst: memo.dst_mem,
-            ..MemView::UNKNOWN
-        }),
-        effective_kind: memo.effective_kind,
-        sync: memo.sync,
-    })
+    memo_lookup(&memo_key(call, generation)).map(unpack_verdict)
+}
+
+/// True if this thread judged `call` clean last, and no allocation, free or registration
+/// completed since.
+#[inline(always)]
+fn memo_is_clean(call: &Call) -> bool {
+    memo_lookup(&memo_key(call, memmap::generation())).is_some()
 }
 
 /// Remembers that `call` was judged clean at `generation`.
 #[inline]
 fn memoise(call: &Call, generation: u64, judged: &Judged) {
     use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
-    let Some(view) = judged.view else {
+    let Some(verdict) = pack_verdict(judged) else {
         return;
     };
-    let memo = Memo {
-        generation,
-        src_mem: view.src,
-        dst_mem: view.dst,
-        effective_kind: judged.effective_kind,
-        sync: judged.sync,
-        ..Memo::of(call)
-    };
+    let key = memo_key(call, generation);
     let _ = LAST_CLEAN.try_with(|last| {
         let s = last.seq.get().wrapping_add(1) | 1;
         last.seq.set(s);
         compiler_fence(SeqCst);
-        last.memo.set(memo);
+        last.key.set(key);
+        last.verdict.set(verdict);
         compiler_fence(SeqCst);
         if last.seq.get() == s {
             last.seq.set(s.wrapping_add(1));
@@ -216,7 +210,10 @@ pub fn route(call: &Call) -> Route {
         && !NESTING.load(Ordering::Relaxed)
         && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
     {
-        if traced || memory_rules_apply(call, rt) {
+        if traced {
+            Route::Record
+        } else if memory_rules_apply(call, rt) && !memo_is_clean(call) {
+            // Judged (and memoised) on the record route, which records nothing untraced.
             Route::Record
         } else {
             Route::Forward
@@ -680,6 +677,66 @@ mod tests {
             "the interrupted state is untouched"
         );
         cell.set(0);
+    }
+
+    #[test]
+    fn a_memoised_verdict_comes_back_as_judged() {
+        for (src, dst, effective_kind, sync) in [
+            (MemKind::Pinned, MemKind::Device, None, false),
+            (MemKind::Pageable, MemKind::Device, Some(1), true),
+            (MemKind::Registered, MemKind::Unknown, Some(0), false),
+        ] {
+            let judged = Judged {
+                violations: RuleSet::EMPTY,
+                view: Some(MemView {
+                    src,
+                    dst,
+                    ..MemView::UNKNOWN
+                }),
+                effective_kind,
+                sync,
+            };
+            let back = unpack_verdict(pack_verdict(&judged).unwrap());
+            let view = back.view.unwrap();
+            assert_eq!((view.src, view.dst), (src, dst));
+            assert_eq!((back.effective_kind, back.sync), (effective_kind, sync));
+            assert!(back.violations.is_empty());
+        }
+        assert_eq!(
+            pack_verdict(&Judged::CLEAN),
+            None,
+            "nothing classified: no memo"
+        );
+    }
+
+    #[test]
+    fn a_memo_answers_only_its_own_call_at_its_own_generation() {
+        let call = Call {
+            dst: 0x7000_0000,
+            src: 0x7100_0000,
+            count: 4096,
+            dest_max: 4096,
+            kind: 1,
+            ..Call::new(Api::Acl)
+        };
+        let judged = Judged {
+            view: Some(MemView {
+                src: MemKind::Pinned,
+                dst: MemKind::Device,
+                ..MemView::UNKNOWN
+            }),
+            ..Judged::CLEAN
+        };
+        memoise(&call, 7, &judged);
+        assert!(memoised(&call, 7).is_some());
+        assert!(memoised(&call, 8).is_none(), "a write completed since");
+        let other = Call {
+            count: 2048,
+            ..call
+        };
+        assert!(memoised(&other, 7).is_none());
+        let other = Call { kind: 2, ..call };
+        assert!(memoised(&other, 7).is_none());
     }
 
     #[test]
