@@ -131,13 +131,6 @@ fn memoised(call: &Call, generation: u64) -> Option<Judged> {
     memo_lookup(&memo_key(call, generation)).map(unpack_verdict)
 }
 
-/// True if this thread judged `call` clean last, and no allocation, free or registration
-/// completed since.
-#[inline(always)]
-fn memo_is_clean(call: &Call) -> bool {
-    memo_lookup(&memo_key(call, memmap::generation())).is_some()
-}
-
 /// Remembers that `call` was judged clean at `generation`.
 #[inline]
 fn memoise(call: &Call, generation: u64, judged: &Judged) {
@@ -210,10 +203,7 @@ pub fn route(call: &Call) -> Route {
         && !NESTING.load(Ordering::Relaxed)
         && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
     {
-        if traced {
-            Route::Record
-        } else if memory_rules_apply(call, rt) && !memo_is_clean(call) {
-            // Judged (and memoised) on the record route, which records nothing untraced.
+        if traced || memory_rules_apply(call, rt) {
             Route::Record
         } else {
             Route::Forward
