@@ -317,8 +317,11 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Optio
         return Some(forward());
     }
     let start = clock::now();
+    let timing = device_begin(call, &judged);
     let ret = forward();
+    device_end(timing, call, ret, &judged, start);
     let end = clock::now();
+    device_after_wait(call, ret);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         trace::record(&to_record(
             call,
@@ -398,6 +401,7 @@ pub fn call<F: Copy>(
     // A pageable copy's diagnostic says how long the runtime kept the host waiting.
     let pageable = plan.judged.violations.contains(Rule::Pageable);
     let mut blocked_ns = None;
+    let mut timing = None;
     let ret = match (plan.verdict, plan.real) {
         (Some(code), _) => code,
         (None, Some(f)) => {
@@ -408,6 +412,9 @@ pub fn call<F: Copy>(
             } else {
                 None
             };
+            if plan.start.is_some() {
+                timing = device_begin(&call, &plan.judged);
+            }
             let forward_start = if pageable { clock::monotonic_ns() } else { 0 };
             cell.set((call.depth + 1) << 1);
             let ret = forward(f);
@@ -425,10 +432,12 @@ pub fn call<F: Copy>(
         }
         (None, None) => missing,
     };
+    device_end(timing, &call, ret, &plan.judged, plan.start.unwrap_or(0));
     let end = clock::now();
     if pageable {
         let _ = guarded(|| runtime::note_pageable(&call, plan.judged.view, ret, blocked_ns));
     }
+    device_after_wait(&call, ret);
     if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
         if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
             call.dst = ptr;
@@ -448,6 +457,40 @@ pub fn call<F: Copy>(
         });
     }
     ret
+}
+
+/// With the device timeline on (SPEC §10), starts timing a copy about to be forwarded.
+#[inline(always)]
+fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
+    if !crate::device::enabled() || call.api != Api::Acl || !call.hook.class().is_async() {
+        return None;
+    }
+    guarded(|| crate::device::begin(call, judged.sync)).flatten()
+}
+
+/// Hands a timed copy to the device timeline once the real call returned (before the
+/// span's end is read: the host span covers both event records, so a copy's device time on
+/// an idle stream never exceeds its host span plus the copy itself).
+#[inline(always)]
+fn device_end(
+    timing: Option<crate::device::Timing>,
+    call: &Call,
+    ret: c_int,
+    judged: &Judged,
+    start: u64,
+) {
+    if let Some(t) = timing {
+        let kind = judged.effective_kind;
+        let _ = guarded(|| crate::device::end(t, call, ret, kind, start));
+    }
+}
+
+/// After a host wait returned, lets the device timeline read back what completed.
+#[inline(always)]
+fn device_after_wait(call: &Call, ret: c_int) {
+    if ret == 0 && call.hook.class() == crate::abi::types::Class::Wait && crate::device::enabled() {
+        let _ = guarded(|| crate::device::after_wait(call));
+    }
 }
 
 /// After a successful allocation or registration: the memory map learns of it (SPEC §9).

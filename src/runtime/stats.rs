@@ -1,343 +1,38 @@
-//! Process-wide state: the configuration read once, the active fault rules, the seed, the
-//! counters behind the exit summaries, and the process hooks (constructor, exit, fork).
-//!
-//! The constructor does libc-level work only (registering `atexit` and `pthread_atfork`);
-//! everything that needs std is initialised lazily at the first intercepted call.
+//! The counters behind the diagnostics and the exit summaries: violations by rule (with the
+//! first offending call of each), injected faults by task, the rate-limited lines printed
+//! as they happen, and the summaries and leak report printed at exit.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::Runtime;
+use super::lineage::seed;
 use crate::abi::types::{Api, Call, Class, Hook};
-use crate::check::{CheckConfig, MemView, Mode, RULES, Rule, Violations};
-use crate::config::{Config, Sink};
-use crate::fault::{Decision, FaultSpec};
+use crate::check::{MemView, Mode, RULES, Rule, Violations};
+use crate::fault::{Decision, TaskKind};
 use crate::memmap::MemKind;
-use crate::real::Search;
 use crate::sync::FlagLock;
 use crate::trace::json::Out;
 use crate::{diag, trace};
 
-/// What the pipeline needs on every call, fixed after initialisation.
-pub struct Runtime {
-    pub check: CheckConfig,
-}
-
-/// The runtime, published once with a single atomic store of a leaked box (not a
-/// `OnceLock`: a fork while another thread is inside `OnceLock::set` would leave the child's
-/// copy "being initialised" for ever).
-static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
-
-fn runtime_ptr() -> Option<&'static Runtime> {
-    // SAFETY: non-null values are leaked `Box<Runtime>`s, published with Release and never
-    // freed or changed.
-    unsafe { RUNTIME.load(Ordering::Acquire).as_ref() }
-}
-
-/// The fault rules in force: null when none. Replaced atomically by `npushim_faults_set`.
-static FAULTS: AtomicPtr<FaultSpec> = AtomicPtr::new(std::ptr::null_mut());
-/// Threads currently reading `FAULTS` (a retired spec is freed only when this reaches 0).
-static FAULT_READERS: AtomicUsize = AtomicUsize::new(0);
-/// Serialises replacements (a single-word lock: resettable in a forked child).
-static FAULTS_SET_LOCK: FlagLock<()> = FlagLock::new(());
-
-static SEED: AtomicU64 = AtomicU64::new(0);
-/// fork()s made by this process so far (numbers each child).
-static FORKS: AtomicU64 = AtomicU64::new(0);
-/// Which child of which child this process is, folded into one word (0 in the original
-/// process). A process's seed is always the configured (or random) seed XOR its lineage, so
-/// a child gets the same seed whether its parent had chosen its own before the fork or not.
-static LINEAGE: AtomicU64 = AtomicU64::new(0);
-/// How many forks deep this process is.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
 /// Per-rule violation counts, and the first offending call of each rule.
 static VIOLATIONS: [AtomicU64; RULES.len()] = [const { AtomicU64::new(0) }; RULES.len()];
 static FIRST_VIOLATION: FlagLock<[Option<Call>; RULES.len()]> = FlagLock::new([None; RULES.len()]);
+/// Injected faults by task (`off` stays 0: it injects nothing).
 /// The clock at this process's fork (0 in the original process): allocations made before
 /// it were the parent's, so the child's leak summary leaves them out.
-static FORKED_AT: AtomicU64 = AtomicU64::new(0);
+pub(super) static FORKED_AT: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds the host spent in pageable copies the runtime ran synchronously.
 static PAGEABLE_BLOCKED_NS: AtomicU64 = AtomicU64::new(0);
-/// Injected faults by task: return, delay, skip, abort.
-static INJECTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static INJECTED: [AtomicU64; TaskKind::ALL.len()] =
+    [const { AtomicU64::new(0) }; TaskKind::ALL.len()];
 
 /// Violations of a rule print a line for their first occurrences only.
-const WARN_LIMIT: u64 = 5;
+pub(super) const WARN_LIMIT: u64 = 5;
 
-static INITIALISING: AtomicBool = AtomicBool::new(false);
-
-/// Set once at initialisation when `NPUSHIM_DISABLE` asks for a pure pass-through: the
-/// exports test it before doing anything else.
-static PASS_THROUGH: AtomicBool = AtomicBool::new(false);
-
-/// True when the shim is a pure pass-through (one relaxed load).
-#[inline]
-pub fn pass_through() -> bool {
-    PASS_THROUGH.load(Ordering::Relaxed)
-}
-
-/// The runtime, initialised at the first call. `None` only for a call made while the
-/// runtime is being initialised (then the caller just forwards).
-#[inline]
-pub fn get() -> Option<&'static Runtime> {
-    match runtime_ptr() {
-        Some(rt) => Some(rt),
-        None => init(),
-    }
-}
-
-/// The runtime if it is already initialised (never initialises: for fast paths).
-#[inline]
-pub fn get_initialised() -> Option<&'static Runtime> {
-    runtime_ptr()
-}
-
-#[cold]
-fn init() -> Option<&'static Runtime> {
-    if INITIALISING.swap(true, Ordering::AcqRel) {
-        // Another thread is initialising (wait for it) or this thread re-entered.
-        for _ in 0..10_000 {
-            if let Some(rt) = runtime_ptr() {
-                return Some(rt);
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        return runtime_ptr();
-    }
-    // A bug in the shim must not print a Rust backtrace into the host's stderr: one line,
-    // then the pipeline forwards the call (see intercept::fail_open).
-    std::panic::set_hook(Box::new(|info| {
-        static PANICS: AtomicU64 = AtomicU64::new(0);
-        let n = PANICS.fetch_add(1, Ordering::Relaxed);
-        if n >= WARN_LIMIT {
-            return;
-        }
-        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
-        diag::warn!(
-            "internal error at {file}:{line}; the call is forwarded unchanged{}",
-            if n + 1 == WARN_LIMIT {
-                " (further internal errors are not shown)"
-            } else {
-                ""
-            }
-        );
-    }));
-    let built = std::panic::catch_unwind(|| {
-        crate::boundary::debug_panic(crate::boundary::Stage::Init);
-        let (config, warnings) = Config::from_lookup(|name| std::env::var_os(name));
-        diag::set_level(config.log);
-        for w in &warnings {
-            diag::warn!("{w}");
-        }
-        build(&config)
-    });
-    let rt = built.unwrap_or_else(|_| {
-        // Whatever state the failed initialisation left, it is never used: every later
-        // call is a plain forward, and nobody waits for an initialiser that gave up.
-        PASS_THROUGH.store(true, Ordering::Relaxed);
-        diag::warn!("internal error while initialising; npushim is a pure pass-through here");
-        Runtime {
-            check: CheckConfig {
-                mode: Mode::Off,
-                ..CheckConfig::default()
-            },
-        }
-    });
-    RUNTIME.store(Box::into_raw(Box::new(rt)), Ordering::Release);
-    runtime_ptr()
-}
-
-/// `aclrtPtrAttributes` (SPEC §2.3): `location {uint32_t id; aclrtMemLocationType type;}`,
-/// `uint32_t pageSize`, `uint32_t rsv[4]`.
-#[repr(C)]
-#[derive(Default)]
-struct PtrAttributes {
-    location_id: u32,
-    location_type: u32,
-    page_size: u32,
-    reserved: [u32; 4],
-}
-
-/// What the runtime says of a host pointer the memory map does not know
-/// (`aclrtPointerGetAttributes`), or `None` when it cannot say.
-fn runtime_location(ptr: u64) -> Option<crate::memmap::MemKind> {
-    use crate::memmap::MemKind;
-    let addr = crate::real::helper(crate::real::Helper::PointerGetAttributes)?;
-    type GetAttributes = unsafe extern "C" fn(*const libc::c_void, *mut PtrAttributes) -> i32;
-    // SAFETY: the runtime's aclrtPointerGetAttributes has exactly this C signature (SPEC
-    // §2.3); it writes one aclrtPtrAttributes, which `attributes` is.
-    let get = unsafe { std::mem::transmute::<usize, GetAttributes>(addr) };
-    let mut attributes = PtrAttributes::default();
-    // SAFETY: a query of the runtime: it only reads the pointer's value and writes into
-    // `attributes`.
-    if unsafe { get(ptr as *const libc::c_void, &mut attributes) } != 0 {
-        return None;
-    }
-    match attributes.location_type {
-        0 => Some(MemKind::Registered),
-        1 => Some(MemKind::Device),
-        2 => Some(MemKind::Pageable),
-        _ => None,
-    }
-}
-
-/// The calling thread's current device, for the memory map (0 if the runtime cannot say).
-pub fn current_device() -> u32 {
-    let Some(addr) = crate::real::helper(crate::real::Helper::GetDevice) else {
-        return 0;
-    };
-    // SAFETY: the runtime's aclrtGetDevice has exactly this C signature.
-    let get = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut i32) -> i32>(addr) };
-    let mut id = 0i32;
-    // SAFETY: writes one int32_t into `id`.
-    if unsafe { get(&mut id) } == 0 && id >= 0 {
-        id as u32
-    } else {
-        0
-    }
-}
-
-/// A random seed below 2^53, so that it survives a round trip through JavaScript-based
-/// trace viewers exactly (and can be copied from Perfetto to replay a run).
-fn random_seed() -> u64 {
-    let mut seed = 0u64;
-    // SAFETY: `seed` is 8 writable bytes; getrandom never writes more than asked.
-    let n = unsafe { libc::getrandom((&mut seed as *mut u64).cast(), 8, libc::GRND_NONBLOCK) };
-    if n != 8 {
-        seed = trace::clock::realtime_ns() ^ ((std::process::id() as u64) << 32);
-    }
-    seed & ((1 << 53) - 1)
-}
-
-fn build(config: &Config) -> Runtime {
-    let rt = Runtime {
-        check: config.check,
-    };
-    crate::real::configure(Search {
-        acl_lib: config.acl_lib.clone(),
-        hccl_lib: config.hccl_lib.clone(),
-        ascend_homes: config.ascend_homes.clone(),
-    });
-    if config.disable {
-        PASS_THROUGH.store(true, Ordering::Relaxed);
-        diag::info!("NPUSHIM_DISABLE is set: pure pass-through");
-        return rt;
-    }
-    crate::memmap::set_enabled(config.memmap);
-    if config.memmap {
-        crate::memmap::set_attributes_source(runtime_location);
-    }
-    if let Some(other) = crate::instance::another_instance() {
-        PASS_THROUGH.store(true, Ordering::Relaxed);
-        diag::warn!(
-            "another copy of npushim ({other}) is already active in this process; this one \
-             ({}) is a pure pass-through, so that no call is checked, faulted or traced twice",
-            crate::instance::this_library()
-        );
-        return rt;
-    }
-    trace::clock::init();
-    let seed = config.seed.unwrap_or_else(random_seed) ^ LINEAGE.load(Ordering::Relaxed);
-    SEED.store(seed, Ordering::Relaxed);
-    trace::set_seed(seed);
-    let mut faults_text = String::new();
-    if let Some(spec) = &config.faults {
-        match spec.parse::<FaultSpec>() {
-            Ok(parsed) if !parsed.is_empty() => {
-                faults_text = parsed.describe();
-                diag::warn!(
-                    "fault injection active: {faults_text} (seed {seed}; replay with NPUSHIM_SEED={seed})"
-                );
-                FAULTS.store(Box::into_raw(Box::new(parsed)), Ordering::Release);
-            }
-            Ok(_) => {}
-            Err(e) => diag::warn!("NPUSHIM_FAULTS: {e}; running with no faults"),
-        }
-    }
-    diag::info!(
-        "checks {}, trace {}, seed {seed}",
-        config.check,
-        config.trace.as_deref().unwrap_or("off")
-    );
-    let settings = config.trace.as_ref().map(|template| {
-        let mut cfg = trace::json::Json::default();
-        cfg.raw("{\"check\":");
-        cfg.string(&config.check.to_string());
-        cfg.raw(",\"faults\":");
-        cfg.string(&faults_text);
-        cfg.raw(",\"trace\":");
-        cfg.string(template);
-        cfg.raw(",\"sink\":");
-        cfg.string(config.sink.name());
-        cfg.raw("}");
-        trace::Settings {
-            template: template.clone(),
-            sink: config.sink,
-            rank: config.rank,
-            config_json: String::from_utf8(cfg.buf).unwrap_or_default(),
-        }
-    });
-    if config.sink == Sink::TracingChrome && settings.is_some() {
-        diag::info!("tracing-chrome sink: expect several microseconds per call");
-    }
-    trace::configure(settings);
-    rt
-}
-
-/// The seed in use (0 before initialisation).
-pub fn seed() -> u64 {
-    SEED.load(Ordering::Relaxed)
-}
-
-/// Whether any fault rule is in force: one relaxed load.
-#[inline]
-pub fn faults_active() -> bool {
-    !FAULTS.load(Ordering::Relaxed).is_null()
-}
-
-/// Decides a call against the rules in force.
-pub fn decide(call: &Call) -> Decision {
-    FAULT_READERS.fetch_add(1, Ordering::SeqCst);
-    let p = FAULTS.load(Ordering::SeqCst);
-    // SAFETY: a spec stays allocated while FAULT_READERS > 0 (see `set_faults`).
-    let decision = unsafe { p.as_ref() }
-        .map(|spec| spec.decide(call, seed()))
-        .unwrap_or(Decision::Forward);
-    FAULT_READERS.fetch_sub(1, Ordering::SeqCst);
-    if decision.is_fault() {
-        let i = match decision {
-            Decision::Return(_) => 0,
-            Decision::Delay(_) => 1,
-            Decision::Skip => 2,
-            _ => 3,
-        };
-        INJECTED[i].fetch_add(1, Ordering::Relaxed);
-    }
-    decision
-}
-
-/// Replaces every fault rule at once (`None` or an empty spec clears them).
-pub fn set_faults(spec: Option<FaultSpec>) {
-    let _serialised = FAULTS_SET_LOCK.lock_for(Duration::from_secs(10));
-    let new = match spec {
-        Some(s) if !s.is_empty() => Box::into_raw(Box::new(s)),
-        _ => std::ptr::null_mut(),
-    };
-    let old = FAULTS.swap(new, Ordering::SeqCst);
-    if old.is_null() {
-        return;
-    }
-    // Readers increment FAULT_READERS before loading FAULTS, so once it has been zero after
-    // the swap nobody can still hold `old`. A reader stuck for a second: leak, never free
-    // under it.
-    for _ in 0..100_000 {
-        if FAULT_READERS.load(Ordering::SeqCst) == 0 {
-            // SAFETY: `old` came from Box::into_raw and no reader can reach it any more.
-            drop(unsafe { Box::from_raw(old) });
-            return;
-        }
-        std::thread::sleep(Duration::from_micros(10));
-    }
+/// Counts an injected fault.
+pub(super) fn note_injected(decision: Decision) {
+    INJECTED[decision.task_kind() as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Counts a call's violations; prints the first occurrences of each rule.
@@ -593,7 +288,7 @@ pub fn describe_call(c: &Call) -> String {
 }
 
 /// Exit summaries: violations by rule (count and first call) and injected faults.
-fn summarise() {
+pub(super) fn summarise() {
     for rule in RULES {
         let n = VIOLATIONS[rule as usize].load(Ordering::Relaxed);
         if n == 0 {
@@ -624,7 +319,7 @@ fn summarise() {
             )
         );
     }
-    let injected: Vec<String> = ["return", "delay", "skip", "abort"]
+    let injected: Vec<String> = TaskKind::NAMES
         .iter()
         .zip(&INJECTED)
         .filter_map(|(name, n)| {
@@ -641,21 +336,6 @@ fn summarise() {
     }
 }
 
-extern "C" fn on_exit() {
-    if runtime_ptr().is_none() || pass_through() {
-        return;
-    }
-    let _ = std::panic::catch_unwind(|| {
-        let leaks = crate::memmap::leaks(FORKED_AT.load(Ordering::Relaxed));
-        if !leaks.is_empty() {
-            trace::exit_metadata("npushim_leaks", leaks_json(&leaks));
-        }
-        trace::finish();
-        summarise();
-        report_leaks(&leaks);
-    });
-}
-
 /// Where an allocation lives, for the leak summary.
 fn location_name(location: crate::memmap::Location) -> String {
     match location {
@@ -665,8 +345,9 @@ fn location_name(location: crate::memmap::Location) -> String {
     }
 }
 
-/// The leak summary as the `npushim_leaks` metadata's args.
-fn leaks_json(leaks: &[crate::memmap::LeakSummary]) -> String {
+/// The leak summary as the `npushim_leaks` metadata's args; `untracked` allocations (the
+/// map was full) may be missing from it.
+pub(super) fn leaks_json(leaks: &[crate::memmap::LeakSummary], untracked: u64) -> String {
     let mut j = trace::json::Json::default();
     j.raw("{\"leaks\":[");
     for (i, leak) in leaks.iter().enumerate() {
@@ -689,12 +370,14 @@ fn leaks_json(leaks: &[crate::memmap::LeakSummary]) -> String {
         j.u64(leak.largest.tid.max(0) as u64);
         j.raw("}}");
     }
-    j.raw("]}");
+    j.raw("],\"untracked\":");
+    j.u64(untracked);
+    j.raw("}");
     String::from_utf8(j.buf).unwrap_or_default()
 }
 
 /// One line per location with allocations never freed.
-fn report_leaks(leaks: &[crate::memmap::LeakSummary]) {
+pub(super) fn report_leaks(leaks: &[crate::memmap::LeakSummary]) {
     for leak in leaks {
         diag::warn!(
             "leak summary: {} {} allocation{} never freed, {} bytes; the largest, {} bytes at \
@@ -718,69 +401,18 @@ fn report_leaks(leaks: &[crate::memmap::LeakSummary]) {
     }
 }
 
-extern "C" fn fork_prepare() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
-    crate::memmap::fork_prepare();
-}
-
-extern "C" fn fork_parent() {
-    crate::memmap::fork_parent();
-}
-
-extern "C" fn fork_child() {
-    // The child's seed derives deterministically from the parent's, the fork's number and
-    // its depth: the same delta goes into the seed in use (if the parent had one) and into
-    // the lineage (for a seed chosen later), so both ways give the same seed.
-    let n = FORKS.load(Ordering::Relaxed);
-    let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
-    // Below 2^53, like random seeds, so that JavaScript-based viewers show it exactly.
-    let delta = child_seed(generation, n) & ((1 << 53) - 1);
-    trace::set_seed(SEED.fetch_xor(delta, Ordering::Relaxed) ^ delta);
-    LINEAGE.fetch_xor(delta, Ordering::Relaxed);
-    FORKS.store(0, Ordering::Relaxed);
-    FAULT_READERS.store(0, Ordering::Relaxed);
-    // A thread of the parent was initialising the runtime when it forked: that thread does
-    // not exist here, so the child initialises it itself at its first call.
-    if runtime_ptr().is_none() {
-        INITIALISING.store(false, Ordering::Relaxed);
-    }
+/// `pthread_atfork` child handler: the child counts its own calls.
+pub(super) fn fork_child() {
     for c in VIOLATIONS.iter().chain(&INJECTED) {
         c.store(0, Ordering::Relaxed);
     }
     PAGEABLE_BLOCKED_NS.store(0, Ordering::Relaxed);
     FORKED_AT.store(trace::clock::now(), Ordering::Relaxed);
-    // SAFETY: only this thread exists in the child; no guard of these locks is live here.
-    unsafe {
-        FIRST_VIOLATION.force_unlock();
-        FAULTS_SET_LOCK.force_unlock();
-    }
+    // SAFETY: only this thread exists in the child; no guard of this lock is live here.
+    unsafe { FIRST_VIOLATION.force_unlock() };
     if let Some(mut first) = FIRST_VIOLATION.try_lock() {
         *first = [None; RULES.len()];
     }
-    crate::memmap::fork_child();
-    trace::fork_child();
-}
-
-/// Runs when the library is loaded, before `main`: libc-level registration only.
-#[ctor::ctor(unsafe)]
-fn on_load() {
-    crate::boundary::read_debug_panic();
-    // SAFETY: registering plain `extern "C"` functions without captured state.
-    unsafe {
-        libc::atexit(on_exit);
-        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
-    }
-    trace::ring::create_thread_key();
-}
-
-/// A well-mixed word from two (the SplitMix64 finaliser): the seed change of the `n`-th
-/// child of a process `generation` forks deep.
-pub fn child_seed(generation: u64, n: u64) -> u64 {
-    let mut z =
-        generation.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
