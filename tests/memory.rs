@@ -490,7 +490,7 @@ fn a_copy_from_a_freed_block_is_freed_until_the_address_is_allocated_again() {
         lines[0]
     );
     // Nothing leaked: every block was given back.
-    assert_nothing_leaked(&trace);
+    assert_nothing_leaked(trace);
     assert!(!shim.stderr().contains("leak summary"), "{}", shim.stderr());
 }
 
@@ -671,7 +671,7 @@ fn a_forked_child_and_its_parent_both_know_the_memory() {
         .collect();
     assert_eq!(summaries.len(), 2, "{}", shim.stderr());
     assert!(!shim.stderr().contains("leak summary"), "{}", shim.stderr());
-    assert_nothing_leaked(&child);
+    assert_nothing_leaked(child);
 }
 
 /// A log line or a span of an allocation function as `name k=v …` (keys sorted, pointers in
@@ -749,7 +749,7 @@ fn every_allocation_free_and_registration_is_a_span_with_the_runtime_s_arguments
         .into_iter()
         .find(|(s, _)| s == "aclrtFree_pinned");
     assert_eq!(refused, Some(("aclrtFree_pinned".to_string(), 107_000)));
-    assert_nothing_leaked(&trace);
+    assert_nothing_leaked(trace);
 }
 
 #[test]
