@@ -516,14 +516,21 @@ pub enum KindVerdict {
     NotApplicable,
 }
 
-/// The location/kind table of SPEC §9 for an ACL copy of `kind` between `view`'s sides.
-pub fn kind_verdict(kind: i32, view: &MemView) -> KindVerdict {
-    let (Some(src), Some(dst)) = (side(view.src), side(view.dst)) else {
-        return KindVerdict::NotApplicable;
-    };
-    if !(0..=4).contains(&kind) {
-        return KindVerdict::NotApplicable;
-    }
+/// One row of the runtime's location/kind table (SPEC §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableRow {
+    /// Rows 1–4: the kind the runtime uses whatever is passed.
+    pub forced: Option<i32>,
+    /// Rows 5–9: what DEFAULT becomes.
+    pub default: i32,
+    /// Rows 5–9: the kinds used as passed (others are rejected with 107000).
+    pub accepted: &'static [i32],
+}
+
+/// The row of the table for a copy between `view`'s two sides; `None` if a side is
+/// unknown.
+pub fn table_row(view: &MemView) -> Option<TableRow> {
+    let (src, dst) = (side(view.src)?, side(view.dst)?);
     let forced = match (src, dst) {
         (Side::Host, Side::Device) => Some(H2D),
         (Side::Device, Side::Host) => Some(D2H),
@@ -531,23 +538,45 @@ pub fn kind_verdict(kind: i32, view: &MemView) -> KindVerdict {
         (Side::Device, Side::Device) => Some(D2D),
         _ => None,
     };
-    if let Some(forced) = forced {
-        return KindVerdict::Effective {
-            kind: forced,
-            direction: kind != forced && kind != DEFAULT_KIND,
-            location: false,
-        };
+    if let Some(kind) = forced {
+        return Some(TableRow {
+            forced,
+            default: kind,
+            accepted: &[],
+        });
     }
-    let (default, accepted): (i32, &[i32]) = match (src, dst) {
+    let (default, accepted): (i32, &'static [i32]) = match (src, dst) {
         (Side::Pageable, Side::Device) => (H2D, &[H2D, D2D]),
         (Side::Device, Side::Pageable) => (D2H, &[D2H, D2D]),
         (Side::Host, Side::Pageable) => (H2H, &[H2H, H2D]),
         (Side::Pageable, Side::Host) => (H2H, &[H2H, D2H]),
         _ => (H2H, &[H2H, H2D, D2H, D2D]),
     };
+    Some(TableRow {
+        forced: None,
+        default,
+        accepted,
+    })
+}
+
+/// The location/kind table of SPEC §9 for an ACL copy of `kind` between `view`'s sides.
+pub fn kind_verdict(kind: i32, view: &MemView) -> KindVerdict {
+    let Some(row) = table_row(view) else {
+        return KindVerdict::NotApplicable;
+    };
+    if !(0..=4).contains(&kind) {
+        return KindVerdict::NotApplicable;
+    }
+    if let Some(forced) = row.forced {
+        return KindVerdict::Effective {
+            kind: forced,
+            direction: kind != forced && kind != DEFAULT_KIND,
+            location: false,
+        };
+    }
     if kind == DEFAULT_KIND {
         return KindVerdict::Effective {
-            kind: default,
+            kind: row.default,
             direction: false,
             location: false,
         };
@@ -555,7 +584,7 @@ pub fn kind_verdict(kind: i32, view: &MemView) -> KindVerdict {
     KindVerdict::Effective {
         kind,
         direction: false,
-        location: !accepted.contains(&kind),
+        location: !row.accepted.contains(&kind),
     }
 }
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use crate::abi::types::{Api, Call};
 use crate::boundary::guarded;
-use crate::check::{self, MemView, Mode, RuleSet};
+use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
-use crate::memmap;
+use crate::memmap::{self, MemKind};
 use crate::runtime::{self, Runtime};
 use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
 use crate::trace::{self, clock};
@@ -31,6 +31,130 @@ thread_local! {
 
 /// Set while the thread is in the shim's own code (not while it is in the real function).
 const BUSY: u32 = 1;
+
+/// The words a memoised verdict is keyed on: the map's generation and every argument the
+/// memory rules read.
+type MemoKey = [u64; 8];
+
+#[inline(always)]
+fn memo_key(call: &Call, generation: u64) -> MemoKey {
+    [
+        generation,
+        call.dst as u64,
+        call.src as u64,
+        call.count,
+        call.dest_max,
+        call.spitch,
+        call.height,
+        call.hook as u64 | (call.kind as u32 as u64) << 8,
+    ]
+}
+
+/// A key no call has (no hook has the index `0xff`).
+const NO_KEY: MemoKey = [0, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// This thread's last clean copy judged with the memory map: its key, what the map said
+/// (see [`pack_verdict`]), and a sequence number that is odd while they are being written
+/// (a signal handler that interrupts the write on this thread then reads no torn memo).
+struct LastClean {
+    seq: Cell<u32>,
+    key: Cell<MemoKey>,
+    verdict: Cell<u64>,
+}
+
+thread_local! {
+    /// A copy loop repeats the same call, and until an allocation, free or registration
+    /// completes somewhere (the map's generation) the answer is the same: the lookups and
+    /// the rules are skipped. Destructor-free.
+    static LAST_CLEAN: LastClean = const {
+        LastClean {
+            seq: Cell::new(0),
+            key: Cell::new(NO_KEY),
+            verdict: Cell::new(0),
+        }
+    };
+}
+
+/// A clean verdict in one word: the two memory kinds, the effective kind if any, sync.
+fn pack_verdict(judged: &Judged) -> Option<u64> {
+    let view = judged.view?;
+    let effective = match judged.effective_kind {
+        Some(k) => (k as u32 as u64) << 32 | 1 << 16,
+        None => 0,
+    };
+    Some(
+        mem_code(view.src) as u64
+            | (mem_code(view.dst) as u64) << 8
+            | effective
+            | (judged.sync as u64) << 17,
+    )
+}
+
+fn unpack_verdict(word: u64) -> Judged {
+    let kind = |code: u64| crate::trace::record::mem_kind(code as u8).unwrap_or(MemKind::Unknown);
+    Judged {
+        violations: RuleSet::EMPTY,
+        view: Some(MemView {
+            src: kind(word & 0xff),
+            dst: kind(word >> 8 & 0xff),
+            ..MemView::UNKNOWN
+        }),
+        effective_kind: (word >> 16 & 1 != 0).then_some((word >> 32) as u32 as i32),
+        sync: word >> 17 & 1 != 0,
+    }
+}
+
+/// The packed verdict of `key`, if this thread judged that call clean last.
+#[inline(always)]
+fn memo_lookup(key: &MemoKey) -> Option<u64> {
+    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
+    LAST_CLEAN
+        .try_with(|last| {
+            let seq = last.seq.get();
+            compiler_fence(SeqCst);
+            // SAFETY: a plain read of this thread's own cell; nothing else holds a reference
+            // into it (a signal handler that writes it meanwhile changes `seq`).
+            let held = unsafe { &*last.key.as_ptr() };
+            // Word by word without branching (a slice comparison calls memcmp).
+            let same = held.iter().zip(key).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+            let verdict = last.verdict.get();
+            compiler_fence(SeqCst);
+            (same && seq & 1 == 0 && last.seq.get() == seq).then_some(verdict)
+        })
+        .ok()
+        .flatten()
+}
+
+/// The memoised judgement of `call` at `generation`, if this thread judged it clean last.
+#[inline]
+fn memoised(call: &Call, generation: u64) -> Option<Judged> {
+    memo_lookup(&memo_key(call, generation)).map(unpack_verdict)
+}
+
+/// Remembers that `call` was judged clean at `generation`.
+#[inline]
+fn memoise(call: &Call, generation: u64, judged: &Judged) {
+    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
+    let Some(verdict) = pack_verdict(judged) else {
+        return;
+    };
+    let key = memo_key(call, generation);
+    let _ = LAST_CLEAN.try_with(|last| {
+        let s = last.seq.get().wrapping_add(1) | 1;
+        last.seq.set(s);
+        compiler_fence(SeqCst);
+        last.key.set(key);
+        last.verdict.set(verdict);
+        compiler_fence(SeqCst);
+        if last.seq.get() == s {
+            last.seq.set(s.wrapping_add(1));
+        } else {
+            // A signal handler memoised its own copy in the middle of this write: the
+            // memo may be half of each, so it stays unreadable until the next write.
+            last.seq.set(last.seq.get() | 1);
+        }
+    });
+}
 
 /// Set (once, for good) by the first `HcclMemcpyAsync`: only a real HCCL copy re-enters the
 /// shim (its nested `aclrtMemcpyAsync`), so until then a clean `aclrtMemcpyAsync` can take
@@ -51,11 +175,12 @@ fn place_cell() -> Option<&'static Cell<u32>> {
 /// What an `aclrtMemcpyAsync` call needs (decided before anything is spilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule).
+    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule,
+    /// no memory rule to apply).
     Forward,
-    /// Only a span: forward between two clock reads and record, skipping the pipeline's
-    /// check, fault and nesting stages (the trace is running; no fault rule is active; the
-    /// call cannot be nested and breaks no rule).
+    /// The memory map's rules, then, when the trace is running, a span: forward (between
+    /// two clock reads if traced), skipping the pipeline's fault and nesting stages (no
+    /// fault rule is active; the call cannot be nested and breaks no argument rule).
     Record,
     /// The whole pipeline.
     Pipeline,
@@ -67,9 +192,9 @@ pub fn route(call: &Call) -> Route {
     let Some(rt) = runtime::get_initialised() else {
         return Route::Pipeline;
     };
-    let plain_route = match trace::state() {
-        trace::Phase::Off => Route::Forward,
-        trace::Phase::Running => Route::Record,
+    let traced = match trace::state() {
+        trace::Phase::Off => false,
+        trace::Phase::Running => true,
         trace::Phase::Other => return Route::Pipeline,
     };
     if !runtime::faults_active()
@@ -78,10 +203,23 @@ pub fn route(call: &Call) -> Route {
         && !NESTING.load(Ordering::Relaxed)
         && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
     {
-        plain_route
+        if traced || memory_rules_apply(call, rt) {
+            Route::Record
+        } else {
+            Route::Forward
+        }
     } else {
         Route::Pipeline
     }
+}
+
+/// Whether `call` must be classified for a memory rule even when nothing is traced.
+#[inline(always)]
+fn memory_rules_apply(call: &Call, rt: &Runtime) -> bool {
+    rt.check.mode != Mode::Off
+        && (rt.check.rules.0 & RuleSet::MEMORY.0) != 0
+        && call.hook.class().moves_memory()
+        && memmap::is_enabled()
 }
 
 /// What the checks found for one call, with where its memory lives (SPEC §4, §9).
@@ -145,22 +283,39 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
     }
 }
 
-/// [`Route::Record`]: forwards, then records the span; `None` (before forwarding) when the
-/// memory map finds a rule broken, so that the call takes the pipeline. Recording cannot
-/// change the result: a panic in it is caught after the real call returned. (Not
-/// [`guarded`]: the record path's only cancellation points are in its cold branches, which
-/// hold cancellation off themselves, and this path is the one every traced call takes.)
+/// [`Route::Record`]: forwards, then records the span if the trace is running; `None`
+/// (before forwarding) when the memory map finds a rule broken, so that the call takes the
+/// pipeline. Neither judging nor recording can change the result: a panic in either is
+/// caught (before the forward it sends the call to the pipeline, after it the result
+/// stands). (Not [`guarded`]: the record path's only cancellation points are in its cold
+/// branches, which hold cancellation off themselves, and this path is the one every traced
+/// call takes.)
 #[inline(always)]
 pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
     let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
-        let judged = judge(call, runtime::get_initialised()?);
-        if !judged.violations.is_empty() {
-            return None;
+        let rt = runtime::get_initialised()?;
+        // Read before judging: a write that completes meanwhile makes the memo stale.
+        let generation = memmap::generation();
+        match memoised(call, generation) {
+            Some(judged) => judged,
+            None => {
+                let judged =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(call, rt)))
+                        .ok()?;
+                if !judged.violations.is_empty() {
+                    return None;
+                }
+                memoise(call, generation, &judged);
+                judged
+            }
         }
-        judged
     } else {
         Judged::CLEAN
     };
+    if trace::state() == trace::Phase::Off {
+        // Classified for the memory rules only: nothing to record.
+        return Some(forward());
+    }
     let start = clock::now();
     let timing = device_begin(call, &judged);
     let ret = forward();
@@ -243,22 +398,45 @@ pub fn call<F: Copy>(
         // slow runtime call.
         std::thread::sleep(Duration::from_nanos(ns));
     }
+    // A pageable copy's diagnostic says how long the runtime kept the host waiting.
+    let pageable = plan.judged.violations.contains(Rule::Pageable);
+    let mut blocked_ns = None;
     let mut timing = None;
     let ret = match (plan.verdict, plan.real) {
         (Some(code), _) => code,
         (None, Some(f)) => {
+            // Closed before the real free: once it returns, the runtime may hand the
+            // address to another thread, whose allocation a late close would end.
+            let closed = if call.hook.class().releases_memory() {
+                guarded(|| forget_memory(&call)).flatten()
+            } else {
+                None
+            };
             if plan.start.is_some() {
                 timing = device_begin(&call, &plan.judged);
             }
+            let forward_start = if pageable { clock::monotonic_ns() } else { 0 };
             cell.set((call.depth + 1) << 1);
             let ret = forward(f);
             cell.set(call.depth << 1 | BUSY);
+            if pageable {
+                blocked_ns = Some(clock::monotonic_ns().saturating_sub(forward_start));
+            }
+            if ret != 0 {
+                if let Some(info) = closed {
+                    // The runtime refused: the memory is still the program's.
+                    let _ = guarded(|| restore_memory(&info));
+                }
+            }
             ret
         }
         (None, None) => missing,
     };
     device_end(timing, &call, ret, &plan.judged, plan.start.unwrap_or(0));
     let end = clock::now();
+    if pageable {
+        let _ = guarded(|| runtime::note_pageable(&call, plan.judged.view, ret, blocked_ns));
+    }
     device_after_wait(&call, ret);
     if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
         if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
@@ -315,9 +493,10 @@ fn device_after_wait(call: &Call, ret: c_int) {
     }
 }
 
-/// After a successful allocation, free, registration or unregistration: the memory map
-/// learns of it (SPEC §9). Returns the allocated pointer, read from the out-pointer the
-/// program passed (which the real function has just written).
+/// After a successful allocation or registration: the memory map learns of it (SPEC §9).
+/// Returns the allocated pointer, read from the out-pointer the program passed (which the
+/// real function has just written). Frees and unregistrations are noted before the real
+/// call ([`forget_memory`]).
 #[cold]
 fn note_memory(call: &Call, now: u64) -> Option<usize> {
     use crate::abi::types::Class;
@@ -355,12 +534,31 @@ fn note_memory(call: &Call, now: u64) -> Option<usize> {
             );
             None
         }
-        Class::Free | Class::Unregister => {
-            memmap::remove(call.dst as u64);
-            None
-        }
         _ => None,
     }
+}
+
+/// Before a free or unregistration is forwarded: the memory map closes the entry (SPEC
+/// §9), and returns it so that [`restore_memory`] can reopen it if the runtime refuses.
+#[cold]
+fn forget_memory(call: &Call) -> Option<memmap::AllocInfo> {
+    if !memmap::is_enabled() {
+        return None;
+    }
+    memmap::remove(call.dst as u64)
+}
+
+/// Reopens an entry closed by [`forget_memory`] whose free the runtime refused.
+#[cold]
+fn restore_memory(info: &memmap::AllocInfo) {
+    memmap::insert(
+        info.start,
+        info.size,
+        info.location,
+        info.ts,
+        info.tid,
+        info.hook,
+    );
 }
 
 /// Forwards with nothing else (the fallback of every path that cannot run the pipeline).
@@ -391,7 +589,8 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
     let violations = judged.violations;
     let mut verdict = None;
     if !violations.is_empty() {
-        runtime::note_violations(rt, call, violations);
+        // `pageable` is noted after the forward, with the time the host was blocked.
+        runtime::note_violations(rt, call, violations.without(Rule::Pageable), judged.view);
         if rt.check.mode == Mode::Strict {
             verdict = check::strict_verdict(call.hook, violations).map(|(_, code)| code);
         }
@@ -511,6 +710,66 @@ mod tests {
             "the interrupted state is untouched"
         );
         cell.set(0);
+    }
+
+    #[test]
+    fn a_memoised_verdict_comes_back_as_judged() {
+        for (src, dst, effective_kind, sync) in [
+            (MemKind::Pinned, MemKind::Device, None, false),
+            (MemKind::Pageable, MemKind::Device, Some(1), true),
+            (MemKind::Registered, MemKind::Unknown, Some(0), false),
+        ] {
+            let judged = Judged {
+                violations: RuleSet::EMPTY,
+                view: Some(MemView {
+                    src,
+                    dst,
+                    ..MemView::UNKNOWN
+                }),
+                effective_kind,
+                sync,
+            };
+            let back = unpack_verdict(pack_verdict(&judged).unwrap());
+            let view = back.view.unwrap();
+            assert_eq!((view.src, view.dst), (src, dst));
+            assert_eq!((back.effective_kind, back.sync), (effective_kind, sync));
+            assert!(back.violations.is_empty());
+        }
+        assert_eq!(
+            pack_verdict(&Judged::CLEAN),
+            None,
+            "nothing classified: no memo"
+        );
+    }
+
+    #[test]
+    fn a_memo_answers_only_its_own_call_at_its_own_generation() {
+        let call = Call {
+            dst: 0x7000_0000,
+            src: 0x7100_0000,
+            count: 4096,
+            dest_max: 4096,
+            kind: 1,
+            ..Call::new(Api::Acl)
+        };
+        let judged = Judged {
+            view: Some(MemView {
+                src: MemKind::Pinned,
+                dst: MemKind::Device,
+                ..MemView::UNKNOWN
+            }),
+            ..Judged::CLEAN
+        };
+        memoise(&call, 7, &judged);
+        assert!(memoised(&call, 7).is_some());
+        assert!(memoised(&call, 8).is_none(), "a write completed since");
+        let other = Call {
+            count: 2048,
+            ..call
+        };
+        assert!(memoised(&other, 7).is_none());
+        let other = Call { kind: 2, ..call };
+        assert!(memoised(&other, 7).is_none());
     }
 
     #[test]

@@ -1193,11 +1193,13 @@ impl MemMap {
         drop(guard);
     }
 
-    /// Allocations never freed, per location (device per id, pinned, registered).
-    pub fn leaks(&self) -> Vec<LeakSummary> {
+    /// Allocations never freed, per location (device per id, pinned, registered), of
+    /// those made at or after `since` (the callers' clock: a forked child passes the time
+    /// of the fork, so that what it inherited is not called its own leak).
+    pub fn leaks(&self, since: u64) -> Vec<LeakSummary> {
         let mut out: Vec<LeakSummary> = Vec::new();
         self.for_each_entry(|e| {
-            if !e.is_live() {
+            if !e.is_live() || e.info().ts < since {
                 return;
             }
             let location = e.location();
@@ -1336,6 +1338,14 @@ impl Drop for MemMap {
 
 static MAP: MemMap = MemMap::new();
 
+/// The process's map's write generation: it changes whenever an allocation, free or
+/// registration completes (0 while nothing was ever written). Answers computed at one
+/// generation hold as long as it stays the same.
+#[inline]
+pub fn generation() -> u64 {
+    MAP.generation.load(Ordering::Acquire)
+}
+
 /// Whether the process's map is on.
 #[inline]
 pub fn is_enabled() -> bool {
@@ -1374,8 +1384,9 @@ pub fn set_attributes_source(f: fn(u64) -> Option<MemKind>) {
     MAP.set_attributes_source(f)
 }
 
-pub fn leaks() -> Vec<LeakSummary> {
-    MAP.leaks()
+/// Allocations made at or after `since` and never freed ([`MemMap::leaks`]).
+pub fn leaks(since: u64) -> Vec<LeakSummary> {
+    MAP.leaks(since)
 }
 
 pub fn untracked() -> u64 {
@@ -1804,7 +1815,7 @@ mod tests {
         assert!(map.insert(0x5000, 50, Location::Registered, 9, 9, 6));
         assert!(map.insert(0x6000, 60, Location::Registered, 9, 9, 6));
         assert!(map.remove(0x6000).is_some());
-        let leaks = map.leaks();
+        let leaks = map.leaks(0);
         let rows: Vec<_> = leaks
             .iter()
             .map(|l| (l.location, l.count, l.bytes, l.largest.start))
@@ -1819,6 +1830,19 @@ mod tests {
             ]
         );
         assert_eq!(leaks[1].largest.ts, 6);
+        // Only what was allocated at or after `since`: a forked child's own.
+        let own: Vec<_> = map
+            .leaks(8)
+            .iter()
+            .map(|l| (l.location, l.count, l.largest.start))
+            .collect();
+        assert_eq!(
+            own,
+            vec![
+                (Location::Pinned, 1, 0x4000),
+                (Location::Registered, 1, 0x5000)
+            ]
+        );
     }
 
     #[test]

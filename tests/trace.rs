@@ -363,14 +363,25 @@ fn an_uncreatable_trace_costs_one_line_and_nothing_else() {
         .output();
     assert_eq!(stdout(&shimmed), ok(&plain));
     assert_eq!(shimmed.status.code(), plain.status.code());
+    // The program's pageable copies get their advice traced or not; the failed trace adds
+    // one line, first.
+    let traced = Run::shimmed(&build().bin("copy_pipeline"), &dir).output();
+    let checks = stderr(&traced).lines().count();
     let err = stderr(&shimmed);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
+    assert_eq!(lines.len(), 1 + checks, "{err}");
     assert!(
         lines[0].starts_with("npushim: cannot create trace file"),
         "{err}"
     );
     assert!(lines[0].contains("untraced"), "{err}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.starts_with("npushim: aclrtMemcpyAsync: pageable [")
+                || l.starts_with("npushim: summary: rule pageable ")),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

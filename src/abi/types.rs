@@ -180,6 +180,12 @@ impl Class {
         )
     }
 
+    /// Calls that give memory back or end a registration (the map closes their entry
+    /// before the real call).
+    pub const fn releases_memory(self) -> bool {
+        matches!(self, Class::Free | Class::Unregister)
+    }
+
     /// Returns before the work is done (subject to `h2h` and `pageable`).
     pub const fn is_async(self) -> bool {
         matches!(

@@ -10,7 +10,8 @@ extern "C" fn on_exit() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
-        let leaks = crate::memmap::leaks();
+        let leaks =
+            crate::memmap::leaks(stats::FORKED_AT.load(std::sync::atomic::Ordering::Relaxed));
         // Written whenever the map was on at exit, an empty list included: a reader can
         // then tell "nothing leaked" from "not recorded" (map off, older shim, no exit).
         if crate::memmap::is_enabled() {

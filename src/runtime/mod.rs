@@ -18,4 +18,4 @@ pub use faults::{decide, faults_active, set_faults};
 pub use lineage::seed;
 pub use query::current_device;
 pub use state::{Runtime, get, get_initialised, pass_through};
-pub use stats::{describe_call, note_violations};
+pub use stats::{Nanos, describe_call, note_pageable, note_violations};
