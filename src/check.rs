@@ -556,6 +556,7 @@ pub enum KindVerdict {
 }
 
 /// The location/kind table of SPEC §9 for an ACL copy of `kind` between `view`'s sides.
+#[inline(always)]
 pub fn kind_verdict(kind: i32, view: &MemView) -> KindVerdict {
     let (Some(src), Some(dst)) = (side(view.src), side(view.dst)) else {
         return KindVerdict::NotApplicable;
@@ -611,6 +612,7 @@ pub struct MemVerdict {
 /// The rules of `enabled` that `call` breaks, knowing where its memory lives: the rules of
 /// [`check`], with `h2h` judged on the effective kind, plus `location`, `direction`,
 /// `pageable`, `bounds` and `freed` (SPEC §4, §9).
+#[inline(always)]
 pub fn check_with_memory(call: &Call, view: &MemView, enabled: RuleSet) -> MemVerdict {
     let mut v = check(call, enabled);
     let class = call.hook.class();

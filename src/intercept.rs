@@ -9,7 +9,6 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::abi::types::{Api, Call};
@@ -21,41 +20,32 @@ use crate::runtime::{self, Runtime};
 use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
 use crate::trace::{self, clock};
 
-thread_local! {
-    /// This thread's place in the shim, as one word: the depth (how many intercepted calls
-    /// the thread is inside, i.e. forwarding from) shifted left once, and [`BUSY`] while the
-    /// thread runs the shim's own code. Destructor-free: usable during thread exit and from
-    /// atexit handlers.
-    static PLACE: Cell<u32> = const { Cell::new(0) };
-}
-
 /// Set while the thread is in the shim's own code (not while it is in the real function).
 const BUSY: u32 = 1;
 
-/// Set (once, for good) by the first `HcclMemcpyAsync`: only a real HCCL copy re-enters the
-/// shim (its nested `aclrtMemcpyAsync`), so until then a clean `aclrtMemcpyAsync` can take
-/// a fast route that does not look its depth up. Written once, then only read.
-static NESTING: AtomicBool = AtomicBool::new(false);
-
-/// This thread's place cell, looked up once per call (each lookup from a shared library is
-/// a `__tls_get_addr` call); `None` while the thread's locals are being torn down.
+/// This thread's place in the shim, as one word: the depth (how many intercepted calls the
+/// thread is inside, i.e. forwarding from) shifted left once, and [`BUSY`] while the thread
+/// runs the shim's own code. The trace ring's thread-local keeps it (destructor-free, so
+/// usable during thread exit and from atexit handlers), so that a traced call finds its
+/// place and its ring with one lookup. Looked up once per call (each lookup from a shared
+/// library is a `__tls_get_addr` call); `None` while the thread's locals are being torn down.
 #[inline]
 fn place_cell() -> Option<&'static Cell<u32>> {
-    // SAFETY: the reference is only used during the current call, on this thread, while
-    // the thread is alive; `PLACE` has no destructor, so its storage outlives every call.
-    PLACE
-        .try_with(|c| unsafe { &*(c as *const Cell<u32>) })
-        .ok()
+    trace::ring::local().map(trace::ring::Local::place)
 }
 
-/// What an `aclrtMemcpyAsync` call needs (decided before anything is spilled).
+/// What a call needs (decided before anything is spilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule).
+    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule, and
+    /// no memory map rule to apply).
     Forward,
-    /// Only a span: forward between two clock reads and record, skipping the pipeline's
-    /// check, fault and nesting stages (the trace is running; no fault rule is active; the
-    /// call cannot be nested and breaks no rule).
+    /// Only the memory map's rules: classify the pointers, then forward (the trace is off,
+    /// no fault rule is active, the arguments break no rule).
+    Check,
+    /// A span: classify the pointers when the map is on, then forward between two clock
+    /// reads, one level deeper, and record, skipping the pipeline's fault stage (the trace
+    /// is running; no fault rule is active; the arguments break no rule).
     Record,
     /// The whole pipeline.
     Pipeline,
@@ -67,20 +57,24 @@ pub fn route(call: &Call) -> Route {
     let Some(rt) = runtime::get_initialised() else {
         return Route::Pipeline;
     };
-    let plain_route = match trace::state() {
-        trace::Phase::Off => Route::Forward,
-        trace::Phase::Running => Route::Record,
+    let traced = match trace::state() {
+        trace::Phase::Off => false,
+        trace::Phase::Running => true,
         trace::Phase::Other => return Route::Pipeline,
     };
-    if !runtime::faults_active()
-        && call.api == Api::Acl
-        && !call.hook.class().manages_memory()
-        && !NESTING.load(Ordering::Relaxed)
-        && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
+    let checking = rt.check.mode != Mode::Off;
+    if runtime::faults_active()
+        || call.api != Api::Acl
+        || call.hook.class().manages_memory()
+        || (checking && !check::clean_for(call, rt.check.rules))
     {
-        plain_route
-    } else {
         Route::Pipeline
+    } else if traced {
+        Route::Record
+    } else if checking && call.hook.class().moves_memory() && memmap::is_enabled() {
+        Route::Check
+    } else {
+        Route::Forward
     }
 }
 
@@ -103,22 +97,21 @@ impl Judged {
 }
 
 /// Where a copy's two pointers live (the memory map's lock-free lookup).
-#[inline]
+#[inline(always)]
 fn memview(call: &Call) -> MemView {
-    let (src, dst) = memmap::classify_pair(call.src as u64, call.dst as u64);
-    let span = |c: &memmap::Classified| c.alloc.map(|a| (a.start, a.size));
+    let (src, dst) = memmap::sides(call.src as u64, call.dst as u64);
     MemView {
         src: src.kind,
         dst: dst.kind,
-        src_alloc: span(&src),
-        dst_alloc: span(&dst),
+        src_alloc: src.alloc,
+        dst_alloc: dst.alloc,
         src_freed: src.freed,
         dst_freed: dst.freed,
     }
 }
 
 /// Checks `call` against the rules in force, with the memory map when it is on.
-#[inline]
+#[inline(always)]
 fn judge(call: &Call, rt: &Runtime) -> Judged {
     let rules = if rt.check.mode == Mode::Off {
         RuleSet::EMPTY
@@ -145,15 +138,23 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
     }
 }
 
-/// [`Route::Record`]: forwards, then records the span; `None` (before forwarding) when the
-/// memory map finds a rule broken, so that the call takes the pipeline. Recording cannot
-/// change the result: a panic in it is caught after the real call returned. (Not
-/// [`guarded`]: the record path's only cancellation points are in its cold branches, which
-/// hold cancellation off themselves, and this path is the one every traced call takes.)
+/// [`Route::Check`] (`TRACED` false) and [`Route::Record`] (`TRACED` true): classifies the
+/// call's pointers when the map is on, then forwards and, when traced, records the span.
+/// `None` (before forwarding) when the memory map finds a rule broken, or when the thread
+/// cannot keep its depth (its locals are gone, or a signal handler interrupted the shim's
+/// own code on it), so that the call takes the pipeline. A traced call forwards one level
+/// deeper, so a hooked function that the real function calls through the PLT is recorded
+/// at depth 1 from the process's first call on. Recording cannot change the result: a
+/// panic in it is caught after the real call returned. (Not [`guarded`]: this path's only
+/// cancellation points are in its cold branches, which hold cancellation off themselves,
+/// and this path is the one every traced call takes.)
 #[inline(always)]
-pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
+pub fn forward_checked<const TRACED: bool>(
+    mut call: Call,
+    forward: impl FnOnce() -> c_int,
+) -> Option<c_int> {
     let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
-        let judged = judge(call, runtime::get_initialised()?);
+        let judged = judge(&call, runtime::get_initialised()?);
         if !judged.violations.is_empty() {
             return None;
         }
@@ -161,18 +162,27 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Optio
     } else {
         Judged::CLEAN
     };
+    if !TRACED {
+        return Some(forward());
+    }
+    let local = trace::ring::local()?;
+    let cell = local.place();
+    let saved = cell.get();
+    if saved & BUSY != 0 {
+        return None;
+    }
+    call.depth = saved >> 1;
+    let restore = Restore { cell, saved };
+    cell.set((call.depth + 1) << 1);
     let start = clock::now();
     let ret = forward();
     let end = clock::now();
+    drop(restore);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        trace::record(&to_record(
-            call,
-            start,
-            end,
-            ret,
-            &judged,
-            Decision::Forward,
-        ));
+        trace::record_in(
+            Some(local),
+            &to_record(&call, start, end, ret, &judged, Decision::Forward),
+        );
     }));
     Some(ret)
 }
@@ -338,9 +348,6 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
     let rt = runtime::get()?;
     if runtime::pass_through() {
         return None;
-    }
-    if call.api == Api::Hccl && !NESTING.load(Ordering::Relaxed) {
-        NESTING.store(true, Ordering::Relaxed);
     }
     let start = trace::active().then(clock::now);
     crate::boundary::debug_panic(crate::boundary::Stage::Check);

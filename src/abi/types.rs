@@ -224,6 +224,7 @@ pub enum Class {
 
 impl Class {
     /// Copies and sets: calls whose arguments name memory to read or write.
+    #[inline(always)]
     pub const fn moves_memory(self) -> bool {
         matches!(
             self,
@@ -236,6 +237,7 @@ impl Class {
     }
 
     /// Calls that change what memory the program holds (the memory map's writers).
+    #[inline(always)]
     pub const fn manages_memory(self) -> bool {
         matches!(
             self,
@@ -248,6 +250,7 @@ impl Class {
     }
 
     /// Returns before the work is done (subject to `h2h` and `pageable`).
+    #[inline(always)]
     pub const fn is_async(self) -> bool {
         matches!(
             self,
@@ -256,6 +259,7 @@ impl Class {
     }
 
     /// A two-dimensional copy.
+    #[inline(always)]
     pub const fn is_2d(self) -> bool {
         matches!(self, Class::Copy2dAsync | Class::Copy2dSync)
     }
@@ -286,12 +290,14 @@ macro_rules! define_hooks {
             }
 
             /// Which library and enum family it belongs to.
+            #[inline(always)]
             pub const fn api(self) -> Api {
                 match self {
                     $(Hook::$hook => Api::$api,)*
                 }
             }
 
+            #[inline(always)]
             pub const fn class(self) -> Class {
                 match self {
                     $(Hook::$hook => Class::$class,)*
