@@ -313,9 +313,8 @@ mod tests {
             libc::getpid as unsafe extern "C" fn() -> _ as usize
         );
         // SAFETY: as above.
-        assert!(
-            unsafe { dlsym(libc::RTLD_DEFAULT, c"no_such_symbol_anywhere".as_ptr()) }.is_null()
-        );
+        let missing = unsafe { dlsym(libc::RTLD_DEFAULT, c"no_such_symbol_anywhere".as_ptr()) };
+        assert!(missing.is_null());
     }
 
     #[test]

@@ -37,14 +37,10 @@ fn place_cell() -> Option<&'static Cell<u32>> {
 /// What a call needs (decided before anything is spilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule, and
-    /// no memory map rule to apply).
+    /// Nothing: forward at once (no trace being written, no fault rule, no broken rule).
     Forward,
-    /// Only the memory map's rules: classify the pointers, then forward (the trace is off,
-    /// no fault rule is active, the arguments break no rule).
-    Check,
     /// A span: classify the pointers when the map is on, then forward between two clock
-    /// reads, one level deeper, and record, skipping the pipeline's fault stage (the trace
+    /// reads (one level deeper if the hook nests), and record, skipping the pipeline's fault stage (the trace
     /// is running; no fault rule is active; the arguments break no rule).
     Record,
     /// The whole pipeline.
@@ -71,8 +67,6 @@ pub fn route(call: &Call) -> Route {
         Route::Pipeline
     } else if traced {
         Route::Record
-    } else if checking && call.hook.class().moves_memory() && memmap::is_enabled() {
-        Route::Check
     } else {
         Route::Forward
     }
@@ -138,21 +132,18 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
     }
 }
 
-/// [`Route::Check`] (`TRACED` false) and [`Route::Record`] (`TRACED` true): classifies the
-/// call's pointers when the map is on, then forwards and, when traced, records the span.
-/// `None` (before forwarding) when the memory map finds a rule broken, or when the thread
+/// [`Route::Record`]: classifies the call's pointers when the map is on, then forwards and
+/// records the span. `None` (before forwarding) when the memory map finds a rule broken, or when the thread
 /// cannot keep its depth (its locals are gone, or a signal handler interrupted the shim's
-/// own code on it), so that the call takes the pipeline. A traced call forwards one level
-/// deeper, so a hooked function that the real function calls through the PLT is recorded
-/// at depth 1 from the process's first call on. Recording cannot change the result: a
+/// own code on it), so that the call takes the pipeline. A traced call reads its depth, and
+/// one whose real function may call other hooked functions ([`crate::abi::types::Hook::nests`]) forwards one
+/// level deeper, so such a nested call is recorded at depth 1 from the process's first
+/// call on. Recording cannot change the result: a
 /// panic in it is caught after the real call returned. (Not [`guarded`]: this path's only
 /// cancellation points are in its cold branches, which hold cancellation off themselves,
 /// and this path is the one every traced call takes.)
 #[inline(always)]
-pub fn forward_checked<const TRACED: bool>(
-    mut call: Call,
-    forward: impl FnOnce() -> c_int,
-) -> Option<c_int> {
+pub fn forward_and_record(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
     let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
         let judged = judge(&call, runtime::get_initialised()?);
         if !judged.violations.is_empty() {
@@ -162,9 +153,6 @@ pub fn forward_checked<const TRACED: bool>(
     } else {
         Judged::CLEAN
     };
-    if !TRACED {
-        return Some(forward());
-    }
     let local = trace::ring::local()?;
     let cell = local.place();
     let saved = cell.get();
@@ -172,12 +160,21 @@ pub fn forward_checked<const TRACED: bool>(
         return None;
     }
     call.depth = saved >> 1;
-    let restore = Restore { cell, saved };
-    cell.set((call.depth + 1) << 1);
-    let start = clock::now();
-    let ret = forward();
-    let end = clock::now();
-    drop(restore);
+    let start;
+    let ret;
+    let end;
+    if call.hook.nests() {
+        let restore = Restore { cell, saved };
+        cell.set((call.depth + 1) << 1);
+        start = clock::now();
+        ret = forward();
+        end = clock::now();
+        drop(restore);
+    } else {
+        start = clock::now();
+        ret = forward();
+        end = clock::now();
+    }
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         trace::record_in(
             Some(local),
@@ -253,7 +250,8 @@ pub fn call<F: Copy>(
     let ret = match (plan.verdict, plan.real) {
         (Some(code), _) => code,
         (None, Some(f)) => {
-            cell.set((call.depth + 1) << 1);
+            let depth = call.depth + u32::from(call.hook.nests());
+            cell.set(depth << 1);
             let ret = forward(f);
             cell.set(call.depth << 1 | BUSY);
             ret

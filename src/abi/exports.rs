@@ -1,10 +1,9 @@
 //! The exported vendor symbols, generated from the hook table (`abi/hooks.rs`) with the
 //! vendor's exact C signatures (SPEC §2–3).
 //!
-//! Each export decodes its arguments into a [`Call`], then takes one of four routes, each
+//! Each export decodes its arguments into a [`Call`], then takes one of three routes, each
 //! ending in a tail call: straight to the real function (nothing to check, fault or record),
-//! the memory map's rules before it, those and a span around it, or the whole pipeline
-//! ([`intercept::call`]). Exports are
+//! a span around the real function, or the whole pipeline ([`intercept::call`]). Exports are
 //! `extern "C-unwind"`: a thread cancelled inside the real function unwinds through them as
 //! it would without the shim. The `const _` lines prove at compile time that each export
 //! and its function-pointer type (used by the resolver) agree.
@@ -67,16 +66,16 @@ macro_rules! define_exports {
                     })
                 }
 
-                /// [`Route::Check`] and [`Route::Record`], out of line with the export's own
-                /// signature, so that every path of the export ends in a tail call.
+                /// [`Route::Record`], out of line with the export's own signature, so
+                /// that every path of the export ends in a tail call.
                 #[inline(never)]
-                fn checked<const TRACED: bool>($($arg: $ty),*) -> c_int {
+                fn record($($arg: $ty),*) -> c_int {
                     let Some(f) = if_resolved() else {
                         return pipeline($($arg),*);
                     };
                     let call = decode($($arg),*);
                     // SAFETY: forwarding the caller's own arguments, unchanged.
-                    match intercept::forward_checked::<TRACED>(call, || unsafe { f($($arg),*) }) {
+                    match intercept::forward_and_record(call, || unsafe { f($($arg),*) }) {
                         Some(ret) => ret,
                         None => pipeline($($arg),*),
                     }
@@ -105,8 +104,7 @@ macro_rules! define_exports {
                             return unsafe { f($($arg),*) };
                         }
                     }
-                    Route::Check => return checked::<false>($($arg),*),
-                    Route::Record => return checked::<true>($($arg),*),
+                    Route::Record => return record($($arg),*),
                     Route::Pipeline => {}
                 }
                 pipeline($($arg),*)

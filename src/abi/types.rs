@@ -297,6 +297,17 @@ macro_rules! define_hooks {
                 }
             }
 
+            /// Whether the real function may call other hooked functions through the PLT
+            /// (HCCL copies issue `aclrtMemcpyAsync`; a synchronous copy may be built on an
+            /// asynchronous one): calls made while it runs are nested (depth + 1). Calls
+            /// made while any other hooked function runs can only come from a signal
+            /// handler that interrupted it, and are not nested in it.
+            #[inline(always)]
+            pub const fn nests(self) -> bool {
+                matches!(self.api(), Api::Hccl)
+                    || matches!(self.class(), Class::CopySync | Class::Copy2dSync)
+            }
+
             #[inline(always)]
             pub const fn class(self) -> Class {
                 match self {
