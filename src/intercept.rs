@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::ffi::c_int;
 use std::time::Duration;
 
-use crate::abi::types::{Api, Call};
+use crate::abi::types::Call;
 use crate::boundary::guarded;
 use crate::check::{self, MemView, Mode, RuleSet};
 use crate::fault::Decision;
@@ -60,7 +60,6 @@ pub fn route(call: &Call) -> Route {
     };
     let checking = rt.check.mode != Mode::Off;
     if runtime::faults_active()
-        || call.api != Api::Acl
         || call.hook.class().manages_memory()
         || (checking && !check::clean_for(call, rt.check.rules))
     {
@@ -456,6 +455,7 @@ fn abort(call: &Call, start: Option<u64>, judged: &Judged) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::types::Api;
 
     fn resolve_to_42() -> Option<fn() -> c_int> {
         Some(|| 42)
