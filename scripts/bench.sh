@@ -466,7 +466,10 @@ RUSTC=$(rustc --version 2>/dev/null || echo unknown)
 GCC=$("$CC" --version | awk 'NR == 1')
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then REV="$REV (with local changes)"; fi
+# Local changes other than the results file itself (a previous run's output).
+if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":(exclude)${OUTPUT#"$ROOT"/}" 2>/dev/null)" ]; then
+    REV="$REV (with local changes)"
+fi
 
 declare -A BUDGET_WALL BUDGET_CPU
 # The baselines of a row: the same function called directly, and through the C interposer.
@@ -760,6 +763,13 @@ EOF
   one calls is recorded at depth 1), two TSC reads around the real call, and one 128-byte
   record copied into the thread's ring. The callgrind table gives its instructions as a
   multiple of the C recorder's.
+- **Allocations and frees.** A successful allocation or free takes the whole pipeline and
+  a copy-on-write update of the map (one chunk of up to 24 entries, now and then the top
+  array), with $LIVE other allocations live: the callgrind table gives its instructions
+  over the real function. The timed allocation rows move with the state of the no-op
+  runtime's heap (\`posix_memalign\`) in each process, even the pass-through row, whose
+  instruction count is below the C interposer's; the instruction counts are the steadier
+  figure there.
 - **Bytes per event.** With the memory map on, every copy's span carries \`srcMem\` and
   \`dstMem\` (SPEC §5, §9; \`"unknown"\` for the harness's static buffers), about 37
   bytes of the figure above; the other args are the ones SPEC §5 requires.
