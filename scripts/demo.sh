@@ -37,6 +37,9 @@ say "2c. torch_like: blocking .to()/.cpu() (aclrtSynchronizeStream + aclrtMemcpy
 NPUSIM_GBPS=20 "$NPUSHIM" run --trace "$OUT/torch_like-%p.json" -- "$BIN/torch_like" 4194304
 echo "(its non_blocking D2H, aclrtMemcpyAsyncWithCondition, is found with dlopen + dlsym(handle))" >&2
 
+say "2d. the device timeline: the same program with NPUSHIM_DEVICE=events (device tracks, arrows, device GB/s)"
+NPUSIM_GBPS=20 NPUSHIM_DEVICE=events "$NPUSHIM" run --trace "$OUT/torch_like_device-%p.json" -- "$BIN/torch_like" 4194304 >/dev/null
+
 say "3. checks: a program making one bad call of each kind (warn: reported and forwarded)"
 "$NPUSHIM" run --trace "$OUT/bad_calls-%p.json" -- "$BIN/bad_calls" >"$OUT/bad_calls.out" 2>"$OUT/bad_calls.err" || true
 grep -c '^case ' "$OUT/bad_calls.out" | xargs printf 'bad_calls: %s calls made; the shim reported:\n' >&2
@@ -62,11 +65,12 @@ for p in "${pids[@]}"; do wait "$p"; done
 
 say "summary of every trace"
 for t in "$OUT"/copy_pipeline-*.json "$OUT"/ring_allgather-*.json "$OUT"/ring_allgather_d2d-*.json \
-    "$OUT"/torch_like-*.json "$OUT"/retry_copy-*.json; do
+    "$OUT"/torch_like-*.json "$OUT"/torch_like_device-*.json "$OUT"/retry_copy-*.json; do
     "$NPUSHIM" report "$t" >"${t%.json}-report.txt"
 done
 cat "$OUT"/ring_allgather-*-report.txt
 cat "$OUT"/torch_like-*-report.txt
+sed -n '/^Device time/,/^$/p' "$OUT"/torch_like_device-*-report.txt
 
 say "done"
 cat >&2 <<TXT

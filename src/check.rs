@@ -8,74 +8,42 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::memmap::MemKind;
+use crate::words::{or_list, word_enum};
 
 use crate::abi::types::{
     ACL_ERROR_INVALID_PARAM, ACL_ERROR_RT_ADDR_UNALIGNED, ACL_ERROR_RT_FEATURE_NOT_SUPPORT,
     ACL_ERROR_RT_PARAM_INVALID, Api, Call, Class, HCCL_E_PARA, HCCL_E_PTR, Hook,
 };
 
-/// One rule of SPEC §4. The order is the runtime's own order of checks for the error rules
-/// (strict mode returns the code of the first one broken), then the advice rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Rule {
-    Null = 0,
-    Kind = 1,
-    Size = 2,
-    Align = 3,
-    Location = 4,
-    H2h = 5,
-    Bounds = 6,
-    Freed = 7,
-    Overlap = 8,
-    Link = 9,
-    Direction = 10,
-    Pageable = 11,
+word_enum! {
+    /// One rule of SPEC §4, with its name as used in `NPUSHIM_CHECK`, the trace and
+    /// diagnostics. The order is the runtime's own order of checks for the error rules
+    /// (strict mode returns the code of the first one broken), then the advice rules; a
+    /// rule's discriminant is its bit in [`RuleSet`] and its index in per-rule tables.
+    #[repr(u8)]
+    pub enum Rule {
+        Null = "null",
+        Kind = "kind",
+        Size = "size",
+        Align = "align",
+        Location = "location",
+        H2h = "h2h",
+        Bounds = "bounds",
+        Freed = "freed",
+        Overlap = "overlap",
+        Link = "link",
+        Direction = "direction",
+        Pageable = "pageable",
+    }
 }
 
 /// Every rule, in table order.
-pub const RULES: [Rule; 12] = [
-    Rule::Null,
-    Rule::Kind,
-    Rule::Size,
-    Rule::Align,
-    Rule::Location,
-    Rule::H2h,
-    Rule::Bounds,
-    Rule::Freed,
-    Rule::Overlap,
-    Rule::Link,
-    Rule::Direction,
-    Rule::Pageable,
-];
+pub const RULES: [Rule; Rule::ALL.len()] = Rule::ALL;
 
 /// Required alignment of `src` and `dst` for `aclrtMemcpyAsync` (seed document: all models).
 pub const ALIGN: usize = 64;
 
 impl Rule {
-    /// The rule's name, as used in `NPUSHIM_CHECK`, the trace and diagnostics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Rule::Null => "null",
-            Rule::Kind => "kind",
-            Rule::Size => "size",
-            Rule::Align => "align",
-            Rule::H2h => "h2h",
-            Rule::Overlap => "overlap",
-            Rule::Link => "link",
-            Rule::Location => "location",
-            Rule::Direction => "direction",
-            Rule::Pageable => "pageable",
-            Rule::Bounds => "bounds",
-            Rule::Freed => "freed",
-        }
-    }
-
-    /// Looks a rule up by name.
-    pub fn by_name(name: &str) -> Option<Rule> {
-        RULES.iter().copied().find(|r| r.name() == name)
-    }
-
     /// Error rules block the call in strict mode; advice rules never do.
     pub const fn is_error(self) -> bool {
         !matches!(
@@ -228,24 +196,15 @@ impl fmt::Display for RuleSet {
 /// The rules one call breaks.
 pub type Violations = RuleSet;
 
-/// What happens to a call that breaks a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Nothing is checked.
-    Off,
-    /// Violations are recorded and reported; the call is forwarded unchanged.
-    Warn,
-    /// A violated error rule returns its code without calling the real function.
-    Strict,
-}
-
-impl Mode {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Warn => "warn",
-            Mode::Strict => "strict",
-        }
+word_enum! {
+    /// What happens to a call that breaks a rule.
+    pub enum Mode {
+        /// Nothing is checked.
+        Off = "off",
+        /// Violations are recorded and reported; the call is forwarded unchanged.
+        Warn = "warn",
+        /// A violated error rule returns its code without calling the real function.
+        Strict = "strict",
     }
 }
 
@@ -283,9 +242,11 @@ impl fmt::Display for CheckConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (expected off, warn or strict, optionally followed by rule toggles such as \
-             ',-align' or ',+overlap'; rules: null, kind, size, align, location, h2h, bounds, freed, overlap, link, direction, pageable)",
-            self.0
+            "{} (expected {}, optionally followed by rule toggles such as ',-align' or \
+             ',+overlap'; rules: {})",
+            self.0,
+            or_list(&Mode::NAMES),
+            Rule::NAMES.join(", ")
         )
     }
 }
@@ -303,9 +264,10 @@ impl FromStr for CheckConfig {
             let lower = word.to_ascii_lowercase();
             match (i, lower.as_str()) {
                 (_, "") if s.trim().is_empty() => {}
-                (0, "off") => config.mode = Mode::Off,
-                (0, "warn") => config.mode = Mode::Warn,
-                (0, "strict") => config.mode = Mode::Strict,
+                (0, w) if !w.starts_with(['+', '-']) => {
+                    config.mode = Mode::by_name(w)
+                        .ok_or_else(|| CheckConfigError(format!("unknown mode '{word}'")))?;
+                }
                 (_, w) if w.starts_with('+') || w.starts_with('-') => {
                     let rule = Rule::by_name(&w[1..]).ok_or_else(|| {
                         CheckConfigError(format!("unknown rule '{}'", &word[1..]))
@@ -316,7 +278,6 @@ impl FromStr for CheckConfig {
                         config.rules.without(rule)
                     };
                 }
-                (0, _) => return Err(CheckConfigError(format!("unknown mode '{word}'"))),
                 _ => {
                     return Err(CheckConfigError(format!(
                         "'{word}' is not a rule toggle (write +{word} or -{word})"

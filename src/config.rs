@@ -39,6 +39,8 @@ pub struct Config {
     pub disable: bool,
     /// `NPUSHIM_MEMMAP`: keep the map of the program's allocations (SPEC §9).
     pub memmap: bool,
+    /// `NPUSHIM_DEVICE=events`: time async copies on the device (SPEC §10).
+    pub device_events: bool,
     /// `NPUSHIM_DLSYM`: handle lookups (`dlsym(handle, …)`) of hooked names answered with
     /// the shim's exports.
     pub dlsym: bool,
@@ -60,6 +62,9 @@ pub struct Config {
     pub hccl_lib: Option<String>,
     /// `$ASCEND_HOME_PATH`, `$ASCEND_TOOLKIT_HOME`: install roots searched last.
     pub ascend_homes: Vec<String>,
+    /// `NPUSHIM_RUN_INDEX`: a file `npushim run` created, to which the shim appends the
+    /// path of each trace file it creates (never created by the shim).
+    pub run_index: Option<String>,
     /// Rank for `%r` (first of `RANK`, `RANK_ID`, `OMPI_COMM_WORLD_RANK`, `PMI_RANK`,
     /// `SLURM_PROCID`; 0 if none).
     pub rank: u32,
@@ -70,7 +75,9 @@ impl Default for Config {
         Config {
             disable: false,
             memmap: true,
+            device_events: false,
             dlsym: true,
+            run_index: None,
             trace: Some(DEFAULT_TRACE.to_string()),
             sink: Sink::Native,
             check: CheckConfig::default(),
@@ -86,10 +93,12 @@ impl Default for Config {
 }
 
 /// Every variable the configuration reads, except the rank variables.
-pub const VARS: [&str; 13] = [
+pub const VARS: [&str; 15] = [
     "NPUSHIM_DISABLE",
     "NPUSHIM_MEMMAP",
+    "NPUSHIM_DEVICE",
     "NPUSHIM_DLSYM",
+    "NPUSHIM_RUN_INDEX",
     "NPUSHIM_LOG",
     "NPUSHIM_TRACE",
     "NPUSHIM_TRACE_SINK",
@@ -134,7 +143,9 @@ fn default_note(name: &str) -> &'static str {
     match name {
         "NPUSHIM_DISABLE" => "the shim stays enabled",
         "NPUSHIM_MEMMAP" => "the memory map stays on",
+        "NPUSHIM_DEVICE" => "the device timeline stays off",
         "NPUSHIM_DLSYM" => "handle lookups still see the shim",
+        "NPUSHIM_RUN_INDEX" => "trace files are not listed",
         "NPUSHIM_LOG" | "NPUSHIM_CHECK" => "using warn",
         "NPUSHIM_TRACE" => "using npushim-%p.json",
         "NPUSHIM_TRACE_SINK" => "using native",
@@ -211,6 +222,16 @@ impl Config {
                 )),
             }
         }
+        if let Some(v) = get("NPUSHIM_DEVICE") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "events" => c.device_events = true,
+                "off" | "0" | "none" | "" => c.device_events = false,
+                _ => warnings.push(format!(
+                    "NPUSHIM_DEVICE={v:?} is not a device timeline mode (expected off or events); \
+                     the device timeline stays off"
+                )),
+            }
+        }
         if let Some(v) = get("NPUSHIM_DLSYM") {
             match parse_bool(&v) {
                 Some(b) => c.dlsym = b,
@@ -220,6 +241,7 @@ impl Config {
                 )),
             }
         }
+        c.run_index = nonempty("NPUSHIM_RUN_INDEX");
         if let Some(v) = get("NPUSHIM_LOG") {
             match Level::parse(&v) {
                 Some(level) => c.log = level,
@@ -315,7 +337,9 @@ mod tests {
         match name {
             "NPUSHIM_DISABLE" => "1",
             "NPUSHIM_MEMMAP" => "off",
+            "NPUSHIM_DEVICE" => "events",
             "NPUSHIM_DLSYM" => "0",
+            "NPUSHIM_RUN_INDEX" => "/tmp/npushim-run.index",
             "NPUSHIM_LOG" => "info",
             "NPUSHIM_TRACE" => "/tmp/t-%p.json",
             "NPUSHIM_TRACE_SINK" => "tracing-chrome",
@@ -428,6 +452,23 @@ mod tests {
         assert_eq!(c.log, Level::Warn);
         assert_eq!(c.sink, Sink::Native);
         assert_eq!(c.rank, 0);
+    }
+
+    #[test]
+    fn the_device_timeline_is_off_unless_asked_for() {
+        assert!(!from(&[]).0.device_events);
+        assert!(from(&[("NPUSHIM_DEVICE", "events")]).0.device_events);
+        assert!(from(&[("NPUSHIM_DEVICE", " EVENTS ")]).0.device_events);
+        assert!(!from(&[("NPUSHIM_DEVICE", "off")]).0.device_events);
+        let (c, w) = from(&[("NPUSHIM_DEVICE", "cupti")]);
+        assert!(!c.device_events);
+        assert_eq!(
+            w,
+            [
+                "NPUSHIM_DEVICE=\"cupti\" is not a device timeline mode (expected off or events); \
+              the device timeline stays off"
+            ]
+        );
     }
 
     #[test]

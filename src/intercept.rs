@@ -159,21 +159,17 @@ pub fn forward_and_record(mut call: Call, forward: impl FnOnce() -> c_int) -> Op
         return None;
     }
     call.depth = saved >> 1;
-    let start;
-    let ret;
-    let end;
-    if call.hook.nests() {
-        let restore = Restore { cell, saved };
+    let restore = call.hook.nests().then(|| {
         cell.set((call.depth + 1) << 1);
-        start = clock::now();
-        ret = forward();
-        end = clock::now();
-        drop(restore);
-    } else {
-        start = clock::now();
-        ret = forward();
-        end = clock::now();
-    }
+        Restore { cell, saved }
+    });
+    let start = clock::now();
+    let timing = device_begin(&call, &judged);
+    let ret = forward();
+    device_end(timing, &call, ret, &judged, start);
+    let end = clock::now();
+    drop(restore);
+    device_after_wait(&call, ret);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         trace::record_in(
             Some(local),
@@ -246,9 +242,13 @@ pub fn call<F: Copy>(
         // slow runtime call.
         std::thread::sleep(Duration::from_nanos(ns));
     }
+    let mut timing = None;
     let ret = match (plan.verdict, plan.real) {
         (Some(code), _) => code,
         (None, Some(f)) => {
+            if plan.start.is_some() {
+                timing = device_begin(&call, &plan.judged);
+            }
             let depth = call.depth + u32::from(call.hook.nests());
             cell.set(depth << 1);
             let ret = forward(f);
@@ -257,7 +257,9 @@ pub fn call<F: Copy>(
         }
         (None, None) => missing,
     };
+    device_end(timing, &call, ret, &plan.judged, plan.start.unwrap_or(0));
     let end = clock::now();
+    device_after_wait(&call, ret);
     if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
         if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
             call.dst = ptr;
@@ -277,6 +279,43 @@ pub fn call<F: Copy>(
         });
     }
     ret
+}
+
+/// With the device timeline on (SPEC §10), starts timing a copy about to be forwarded.
+#[inline(always)]
+fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
+    if !crate::device::enabled()
+        || call.api != crate::abi::types::Api::Acl
+        || !call.hook.class().is_async()
+    {
+        return None;
+    }
+    guarded(|| crate::device::begin(call, judged.sync)).flatten()
+}
+
+/// Hands a timed copy to the device timeline once the real call returned (before the
+/// span's end is read: the host span covers both event records, so a copy's device time on
+/// an idle stream never exceeds its host span plus the copy itself).
+#[inline(always)]
+fn device_end(
+    timing: Option<crate::device::Timing>,
+    call: &Call,
+    ret: c_int,
+    judged: &Judged,
+    start: u64,
+) {
+    if let Some(t) = timing {
+        let kind = judged.effective_kind;
+        let _ = guarded(|| crate::device::end(t, call, ret, kind, start));
+    }
+}
+
+/// After a host wait returned, lets the device timeline read back what completed.
+#[inline(always)]
+fn device_after_wait(call: &Call, ret: c_int) {
+    if ret == 0 && call.hook.class() == crate::abi::types::Class::Wait && crate::device::enabled() {
+        let _ = guarded(|| crate::device::after_wait(call));
+    }
 }
 
 /// After a successful allocation, free, registration or unregistration: the memory map

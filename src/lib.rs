@@ -18,6 +18,7 @@
 //! | `NPUSHIM_SEED` | seed of the fault PRNG | random, printed |
 //! | `NPUSHIM_LOG` | `off` / `warn` / `info` | `warn` |
 //! | `NPUSHIM_DISABLE` | `1`: pure pass-through | `0` |
+//! | `NPUSHIM_DEVICE` | `events`: async copies timed on the device ([`device`]) | `off` |
 //! | `NPUSHIM_ACL_LIB`, `NPUSHIM_HCCL_LIB` | library holding the real function | search |
 //!
 //! ## Failure policy
@@ -31,6 +32,8 @@ pub mod abi;
 pub mod boundary;
 pub mod check;
 pub mod config;
+pub mod decimal;
+pub mod device;
 pub mod diag;
 pub mod dl;
 pub mod fault;
@@ -41,3 +44,4 @@ pub mod real;
 pub mod runtime;
 pub mod sync;
 pub mod trace;
+pub mod words;

@@ -287,9 +287,40 @@ pub enum Helper {
     GetDevice = 0,
     /// `aclError aclrtPointerGetAttributes(const void *ptr, aclrtPtrAttributes *attributes)`.
     PointerGetAttributes = 1,
+    /// `aclError aclrtCreateEventWithFlag(aclrtEvent *event, uint32_t flag)`.
+    CreateEventWithFlag = 2,
+    /// `aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)`.
+    RecordEvent = 3,
+    /// `aclError aclrtQueryEventStatus(aclrtEvent event, aclrtEventRecordedStatus *status)`.
+    QueryEventStatus = 4,
+    /// `aclError aclrtEventGetTimestamp(aclrtEvent event, uint64_t *timestamp)`.
+    EventGetTimestamp = 5,
+    /// `aclError aclrtCreateStream(aclrtStream *stream)`.
+    CreateStream = 6,
+    /// `aclError aclrtGetCurrentContext(aclrtContext *context)`.
+    GetCurrentContext = 7,
+    /// `aclError aclrtSetCurrentContext(aclrtContext context)`.
+    SetCurrentContext = 8,
 }
 
-static HELPERS: [Slot; 2] = [const { Slot::new() }; 2];
+impl Helper {
+    /// The runtime's name of the function.
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            Helper::GetDevice => "aclrtGetDevice",
+            Helper::PointerGetAttributes => "aclrtPointerGetAttributes",
+            Helper::CreateEventWithFlag => "aclrtCreateEventWithFlag",
+            Helper::RecordEvent => "aclrtRecordEvent",
+            Helper::QueryEventStatus => "aclrtQueryEventStatus",
+            Helper::EventGetTimestamp => "aclrtEventGetTimestamp",
+            Helper::CreateStream => "aclrtCreateStream",
+            Helper::GetCurrentContext => "aclrtGetCurrentContext",
+            Helper::SetCurrentContext => "aclrtSetCurrentContext",
+        }
+    }
+}
+
+static HELPERS: [Slot; 9] = [const { Slot::new() }; 9];
 
 /// The address of a runtime function the shim calls itself, or `None` (never reported:
 /// what needs it simply does without).
@@ -300,10 +331,7 @@ pub fn helper(which: Helper) -> Option<usize> {
         MISSING => return None,
         addr => return Some(addr),
     }
-    let symbol = match which {
-        Helper::GetDevice => "aclrtGetDevice",
-        Helper::PointerGetAttributes => "aclrtPointerGetAttributes",
-    };
+    let symbol = which.symbol();
     let mut target = target(Hook::AclrtMemcpyAsync);
     target.symbol = symbol;
     let search = configured()?;

@@ -132,15 +132,16 @@ impl Event {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Sleeps until woken after `seen` was read, or for `timeout`.
-    pub fn wait(&self, seen: u32, timeout: Duration) {
+    /// Sleeps until woken after `seen` was read, or for `timeout`. False when the timeout
+    /// ran out (true: woken, or a wake had come already, or an interruption).
+    pub fn wait(&self, seen: u32, timeout: Duration) -> bool {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
         // SAFETY: FUTEX_WAIT on a valid, aligned u32 with a valid relative timeout; it
         // returns at once if the value is no longer `seen`.
-        unsafe {
+        let r = unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 self.seq.as_ptr(),
@@ -149,6 +150,7 @@ impl Event {
                 &ts as *const libc::timespec,
             )
         };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ETIMEDOUT)
     }
 }
 
@@ -190,20 +192,35 @@ mod tests {
         assert!(lock.try_lock().is_some());
     }
 
+    /// Whether thread `tid` of this process is blocked in a `futex` system call (the first
+    /// field of its `syscall` file is the number of the call it is blocked in).
+    fn in_futex(tid: libc::pid_t) -> bool {
+        let now = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap();
+        now.split(' ').next() == Some(libc::SYS_futex.to_string().as_str())
+    }
+
     #[test]
     fn event_wakes_a_waiter() {
         let ev = Arc::new(Event::new());
         let seen = ev.seq();
-        let ev2 = ev.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            ev2.wake();
-        });
-        let start = Instant::now();
-        ev.wait(seen, Duration::from_secs(5));
-        assert!(start.elapsed() < Duration::from_secs(4));
-        t.join().unwrap();
-        // A stale sequence number returns at once.
-        ev.wait(seen, Duration::from_secs(5));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let ev = ev.clone();
+            std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid_tx.send(unsafe { libc::gettid() }).unwrap();
+                ev.wait(seen, Duration::from_secs(60))
+            })
+        };
+        // Wake it only once it sleeps in the futex, so that the wake-up itself is tested.
+        let tid = tid_rx.recv().unwrap();
+        while !in_futex(tid) {
+            std::thread::yield_now();
+        }
+        ev.wake();
+        assert!(waiter.join().unwrap(), "the waiter slept until its timeout");
+        // A stale sequence number returns at once, as a wake-up; a current one times out.
+        assert!(ev.wait(seen, Duration::from_secs(60)));
+        assert!(!ev.wait(ev.seq(), Duration::from_millis(1)));
     }
 }

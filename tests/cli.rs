@@ -7,9 +7,9 @@
 //! the simulated runtime.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -119,43 +119,32 @@ fn run_reports_death_by_signal_as_128_plus_n() {
     assert_eq!(output.status.code(), Some(137));
 }
 
-fn children_of(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
-}
-
-fn wait_for_child(pid: u32) {
-    let start = Instant::now();
-    while children_of(pid).trim().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "child never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
+/// Runs `script` under `npushim run`, waits for its first line (`ready`, printed once the
+/// script is set up: its child exists and any trap is installed), sends `signal` to
+/// `npushim`, and returns how it ended with the rest of its output.
 fn signal_run(dir: &Path, signal: libc::c_int, script: &str) -> Output {
-    let child = npushim(dir)
+    let mut child = npushim(dir)
         .args(["run", "--", "sh", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_child(child.id());
-    // Give the shell time to install its trap.
-    std::thread::sleep(Duration::from_millis(200));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n", "the script did not start");
     // SAFETY: plain kill(2) of a process this test spawned and has not yet waited for.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
-    let start = Instant::now();
-    let output = child.wait_with_output().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(10));
+    let mut output = child.wait_with_output().unwrap();
+    out.read_to_end(&mut output.stdout).unwrap();
     output
 }
 
 #[test]
 fn run_forwards_sigterm_to_the_child() {
     let dir = scratch("forward-term");
-    let output = signal_run(&dir, libc::SIGTERM, "exec sleep 30");
+    // Without forwarding, `sleep` would end normally after 30 s: status 0, not 143.
+    let output = signal_run(&dir, libc::SIGTERM, "echo ready; exec sleep 30");
     assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
 }
 
@@ -165,7 +154,7 @@ fn run_forwards_sigusr1_to_a_child_that_handles_it() {
     let output = signal_run(
         &dir,
         libc::SIGUSR1,
-        "trap 'echo caught; kill $!; exit 5' USR1; sleep 30 & wait",
+        "trap 'echo caught; kill $!; exit 5' USR1; sleep 30 & echo ready; wait",
     );
     assert_eq!(output.status.code(), Some(5));
     assert_eq!(stdout(&output), "caught\n");
@@ -308,9 +297,12 @@ fn run_summary_reports_the_traces_written_during_the_run() {
     let dir = scratch("summary");
     // An older trace in the directory is not part of this run.
     fs::copy(fixture("report.json"), dir.join("npushim-1.json")).unwrap();
-    // The child and a grandchild each "write" a trace named as the shim would.
+    // The child and a grandchild each "write" a trace and list it in the run's index, as
+    // the shim does (tests/trace.rs runs the real shim).
     let script = format!(
-        "cp '{}' npushim-$$.json; sh -c 'cp \"{}\" npushim-$$.json'; echo program output; exit 3",
+        "cp '{}' npushim-$$.json && echo \"$PWD/npushim-$$.json\" >>\"$NPUSHIM_RUN_INDEX\"; \
+         sh -c 'cp \"{}\" npushim-$$.json && echo \"$PWD/npushim-$$.json\" >>\"$NPUSHIM_RUN_INDEX\"'; \
+         echo program output; exit 3",
         fixture_str("rank1.json"),
         fixture_str("cutoff.json"),
     );
@@ -329,10 +321,11 @@ fn run_summary_reports_the_traces_written_during_the_run() {
 }
 
 #[test]
-fn run_summary_follows_the_trace_template() {
+fn run_summary_lists_what_the_run_s_index_names() {
     let dir = scratch("summary-template");
     let script = format!(
-        "mkdir -p traces && cp '{}' traces/job-$$-rank0.json",
+        "mkdir -p traces && cp '{}' traces/job-$$-rank0.json && \
+         echo \"$PWD/traces/job-$$-rank0.json\" >>\"$NPUSHIM_RUN_INDEX\"",
         fixture_str("rank0.json")
     );
     let output = run_in(
@@ -355,6 +348,24 @@ fn run_summary_follows_the_trace_template() {
 
     let output = run_in(&dir, &["run", "--summary", "--", "true"]);
     assert!(stderr(&output).contains("wrote no trace"));
+
+    // The index is private to the run and gone afterwards.
+    let output = run_in(
+        &dir,
+        &[
+            "run",
+            "--summary",
+            "--",
+            "sh",
+            "-c",
+            "stat -c %a \"$NPUSHIM_RUN_INDEX\"; echo \"$NPUSHIM_RUN_INDEX\"",
+        ],
+    );
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0], "600");
+    assert!(!Path::new(lines[1]).exists(), "{} left behind", lines[1]);
 }
 
 // ---------------------------------------------------------------- report

@@ -92,11 +92,14 @@ fn calls_from_a_signal_handler_that_interrupts_the_shim_are_forwarded_and_counte
     assert_eq!(spans + dropped(&trace), calls, "{err}");
     // A handler's call interrupts the program, it is not nested in its copy.
     assert!(trace.spans().all(|s| s["args"].get("depth").is_none()));
-    // Handler calls that could not be traced are reported with their own reason.
-    if dropped(&trace) > 0 {
-        assert!(err.contains("from signal handlers"), "{err}");
-        assert!(!err.contains("could not keep up"), "{err}");
-    }
+    // Handler calls that could not be traced are reported with their own reason, and only
+    // when there were some; none of them is blamed on a slow writer.
+    assert_eq!(
+        err.contains("from signal handlers"),
+        dropped(&trace) > 0,
+        "{err}"
+    );
+    assert!(!err.contains("could not keep up"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

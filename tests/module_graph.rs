@@ -155,6 +155,8 @@ fn the_trace_and_the_resolver_never_reach_into_the_process_state() {
         "real",
         "check",
         "fault",
+        "decimal",
+        "words",
         "memmap",
         "config",
         "abi::types",
@@ -163,6 +165,40 @@ fn the_trace_and_the_resolver_never_reach_into_the_process_state() {
         for high in ["runtime", "intercept", "abi::exports", "abi::control"] {
             assert!(!deps.contains(high), "{low} imports {high}");
         }
+    }
+}
+
+/// The pure modules (STYLE.md: "config, check, fault/ pure → call") and the leaves import
+/// only the vendor types and the leaves; `fault` is one node however many files it has.
+/// `abi/codes.rs` imports nothing at all: the command-line tool compiles it too.
+#[test]
+fn the_pure_modules_and_the_leaves_stay_pure() {
+    let edges = graph();
+    for (module, allowed) in [
+        ("fault", &["abi::types", "decimal", "words"][..]),
+        ("decimal", &[][..]),
+        ("words", &[][..]),
+        // Compiled into the command-line tool as well, which has no crate paths to offer.
+        ("abi::codes", &[][..]),
+    ] {
+        let deps = edges
+            .get(module)
+            .unwrap_or_else(|| panic!("no module {module}"));
+        for dep in deps {
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{module} imports {dep}; it may import only {allowed:?}"
+            );
+        }
+    }
+    // The fault module is split by job; every part is one node.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for part in ["mod", "parse", "text", "draw"] {
+        let file = src.join("fault").join(format!("{part}.rs"));
+        assert_eq!(
+            node_of(file.strip_prefix(&src).unwrap()).as_deref(),
+            Some("fault")
+        );
     }
 }
 

@@ -6,8 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use common::{
     Run, build, compile, ok, parse_trace, repo_path, scratch, single_trace, stderr, stdout,
@@ -218,7 +217,25 @@ fn kill_9_leaves_a_loadable_prefix_with_every_call() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready acl 5000 hccl 5000");
-    std::thread::sleep(Duration::from_millis(300));
+    // The program now waits for ever: nothing but the shim's periodic flush (SPEC §5: every
+    // 100 ms) can bring its 15,000 spans into the file before the kill.
+    let spans_on_disk = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .matches("{\"ph\":\"X\"")
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    common::wait_until(
+        "the running program's trace file holds all 15,000 spans",
+        || spans_on_disk() >= 15_000,
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let trace = single_trace(&dir);
@@ -628,4 +645,80 @@ fn forked_children_derive_their_seeds_deterministically() {
         "children do not reuse the parent's seed"
     );
     assert_eq!(run("b"), first);
+}
+
+/// `npushim run --summary` with the real shim: every process of the run that writes a trace
+/// lists it in the run's index (a parent and 5 forked children, through a relative
+/// template in a directory the run does not start in), and the summary covers exactly them.
+#[test]
+fn run_summary_is_told_every_trace_the_processes_wrote() {
+    let dir = scratch("run-index");
+    std::fs::create_dir_all(dir.join("traces")).unwrap();
+    // A trace from before the run is not the run's.
+    std::fs::write(dir.join("traces/old-1.json"), "[\n]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_npushim"))
+        .current_dir(&dir)
+        .env("NPUSHIM_LIB", &build().shim)
+        .env_remove("LD_PRELOAD")
+        .env_remove("NPUSHIM_TRACE")
+        .args(["run", "--summary", "--trace", "traces/t-%p.json", "--"])
+        .arg(build().bin("call_storm"))
+        .args(["--forks", "5", "--child-calls", "10", "--api", "both"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("traces"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| !p.ends_with("old-1.json"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 6, "{files:?}");
+    assert!(err.contains("summary of 6 trace file(s)"), "{err}");
+    for f in &files {
+        assert_eq!(
+            err.matches(f.as_str()).count(),
+            1,
+            "{f} not summarised once\n{err}"
+        );
+    }
+    assert!(!err.contains("old-1.json"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `NPUSHIM_RUN_INDEX` naming something that is not an existing regular file (missing, a
+/// FIFO nobody reads, a directory): the shim creates nothing, never blocks, and says so once.
+#[test]
+fn a_run_index_that_is_not_a_regular_file_is_left_alone() {
+    let dir = scratch("run-index-hostile");
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let plain = Run::plain(&build().bin("copy_pipeline"), &dir).output();
+    for index in [dir.join("missing"), fifo.clone(), dir.clone()] {
+        let shimmed = Run::shimmed(&build().bin("copy_pipeline"), &dir)
+            .env("NPUSHIM_CHECK", "off")
+            .env("NPUSHIM_RUN_INDEX", &index)
+            .output();
+        assert_eq!(stdout(&shimmed), ok(&plain));
+        let err = stderr(&shimmed);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(
+            lines[0].starts_with("npushim: cannot list trace file"),
+            "{err}"
+        );
+        assert!(lines[0].contains(&index.display().to_string()), "{err}");
+    }
+    assert!(!dir.join("missing").exists());
+    let kinds: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("trace-"))
+        .collect();
+    assert_eq!(kinds, ["fifo"]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -188,6 +188,65 @@ pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError<'_>> {
     })
 }
 
+/// Appends `path`, made absolute, and a newline to the run index `index`: a file that
+/// `npushim run` created so that it is told which trace files the run wrote. The index is
+/// opened without `O_CREAT` and used only if it is a regular file, so a stray setting never
+/// creates a file or feeds a pipe or device; each line is one `write` on an `O_APPEND`
+/// descriptor, so the lines of processes sharing an index do not interleave. Built on the
+/// stack; a failure costs one line and nothing else.
+pub fn list_in_index(index: &str, path: &str) {
+    let fail = |why: &dyn fmt::Display| {
+        crate::diag::warn!("cannot list trace file {path} in run index {index}: {why}");
+    };
+    let mut c_index = [0u8; PATH_ROOM];
+    if index.len() >= PATH_ROOM || index.as_bytes().contains(&0) {
+        return fail(&"the index path is too long or contains a NUL byte");
+    }
+    c_index[..index.len()].copy_from_slice(index.as_bytes());
+    let mut line = [0u8; 2 * PATH_ROOM + 2];
+    let mut len = 0;
+    if !path.starts_with('/') {
+        // SAFETY: `line` is writable for PATH_ROOM bytes; getcwd NUL-terminates within them.
+        if unsafe { libc::getcwd(line.as_mut_ptr().cast(), PATH_ROOM) }.is_null() {
+            return fail(&Errno::last());
+        }
+        len = line[..PATH_ROOM].iter().position(|b| *b == 0).unwrap_or(0);
+        if len == 0 || line[len - 1] != b'/' {
+            line[len] = b'/';
+            len += 1;
+        }
+    }
+    if len + path.len() + 1 > line.len() {
+        return fail(&"the trace path is too long");
+    }
+    line[len..len + path.len()].copy_from_slice(path.as_bytes());
+    len += path.len();
+    line[len] = b'\n';
+    len += 1;
+    // SAFETY: `c_index` is NUL-terminated (zeroed past a shorter name without NUL).
+    let fd = unsafe {
+        libc::open(
+            c_index.as_ptr().cast(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return fail(&Errno::last());
+    }
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite; `fd` is ours.
+    let regular = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    };
+    if !regular {
+        fail(&"it is not a regular file");
+    } else if let Err(e) = crate::diag::write_all(fd, &line[..len]) {
+        fail(&e.errno);
+    }
+    // SAFETY: `fd` was opened above and is closed once.
+    unsafe { libc::close(fd) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

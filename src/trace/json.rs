@@ -8,6 +8,7 @@
 
 use crate::abi::types::{Api, Class, Hook, Kind, decode_kind, decode_link};
 use crate::check::RuleSet;
+use crate::decimal::{U64_DIGITS, two_digits, write_dec};
 
 use super::clock::Calibration;
 use super::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_kind};
@@ -23,7 +24,7 @@ pub trait Out {
 
     #[inline]
     fn u64(&mut self, v: u64) {
-        let mut tmp = [0u8; 20];
+        let mut tmp = [0u8; U64_DIGITS];
         let n = write_dec(&mut tmp, v);
         self.put(&tmp[..n]);
     }
@@ -53,14 +54,6 @@ pub trait Out {
     }
 }
 
-/// `"00" "01" … "99"`: two decimal digits per entry.
-const DIGITS2: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
 /// Two lower-case hex digits for every byte value.
 const HEX2: [[u8; 2]; 256] = {
     let mut t = [[0u8; 2]; 256];
@@ -71,46 +64,6 @@ const HEX2: [[u8; 2]; 256] = {
     }
     t
 };
-
-/// Number of decimal digits of `v` (1 for 0).
-#[inline]
-fn dec_len(v: u64) -> usize {
-    const POW10: [u64; 20] = {
-        let mut t = [1u64; 20];
-        let mut i = 1;
-        while i < 20 {
-            t[i] = t[i - 1] * 10;
-            i += 1;
-        }
-        t
-    };
-    // floor(log10(2^bits)) is a lower bound, too small by at most one.
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    let guess = (bits * 1233) >> 12;
-    (guess + usize::from(v >= POW10[guess])).max(1)
-}
-
-/// Writes `v` in decimal at the start of `out` (at least 20 bytes); returns the length.
-/// Two digits at a time, straight into place: no temporary, no copy.
-#[inline]
-fn write_dec(out: &mut [u8], mut v: u64) -> usize {
-    let n = dec_len(v);
-    let digits = &mut out[..n];
-    let mut i = n;
-    while v >= 100 {
-        let r = (v % 100) as usize * 2;
-        v /= 100;
-        i -= 2;
-        digits[i..i + 2].copy_from_slice(&DIGITS2[r..r + 2]);
-    }
-    if v >= 10 {
-        let r = v as usize * 2;
-        digits[..2].copy_from_slice(&DIGITS2[r..r + 2]);
-    } else {
-        digits[0] = b'0' + v as u8;
-    }
-    n
-}
 
 /// Writes `"0x…"` (quotes included) at the start of `out` (at least 19 bytes).
 #[inline]
@@ -141,8 +94,7 @@ fn write_micros(out: &mut [u8], ns: u64) -> usize {
     let tail = &mut out[n..n + 4];
     tail[0] = b'.';
     tail[1] = b'0' + (frac / 100) as u8;
-    let r = frac % 100 * 2;
-    tail[2..4].copy_from_slice(&DIGITS2[r..r + 2]);
+    tail[2..4].copy_from_slice(&two_digits(frac % 100));
     n + 4
 }
 
@@ -507,7 +459,7 @@ impl Json {
         let fault = FaultTag::from_u8(rec.fault);
         let mut action = [0u8; 64];
         let mut action_len = 0;
-        if fault != FaultTag::None {
+        if fault != FaultTag::Off {
             action_len = fault.decision(rec.fault_arg).write_action(&mut action);
             l.put(b",\"fault\":\"");
             l.put(&action[..action_len]);
@@ -523,7 +475,7 @@ impl Json {
         for rule in violations.iter() {
             self.instant("violation:", rule.name(), hook, start_ns, pid, tid, None);
         }
-        if fault != FaultTag::None {
+        if fault != FaultTag::Off {
             let decision = fault.decision(rec.fault_arg);
             self.instant(
                 "fault:",
@@ -660,7 +612,6 @@ mod tests {
                 10u64.saturating_pow(i / 3),
                 10u64.saturating_pow(i / 3) - 1,
             ] {
-                assert_eq!(dec_len(v), v.to_string().len(), "{v}");
                 let mut out = [0u8; 24];
                 let n = write_hex(&mut out, v);
                 assert_eq!(&out[..n], format!("\"{v:#x}\"").as_bytes());

@@ -46,7 +46,7 @@ pub fn emit_chrome(rec: &Record) {
     let api = hook.api();
     let violations = RuleSet(rec.violations).to_string();
     let fault = FaultTag::from_u8(rec.fault);
-    let fault = if fault == FaultTag::None {
+    let fault = if fault == FaultTag::Off {
         String::new()
     } else {
         fault.decision(rec.fault_arg).to_string()

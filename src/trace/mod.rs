@@ -9,6 +9,7 @@
 //! ecosystem, at several microseconds per call.
 
 pub mod clock;
+pub mod device;
 pub mod file;
 pub mod json;
 pub mod layer;
@@ -64,6 +65,8 @@ pub struct Settings {
     pub rank: u32,
     /// The `config` object of the `npushim` metadata event, as JSON text.
     pub config_json: String,
+    /// `NPUSHIM_RUN_INDEX`: where to list the trace file once it is created.
+    pub run_index: Option<String>,
 }
 
 /// The settings, published once with one atomic store of a leaked box (fork-safe, unlike a
@@ -177,6 +180,12 @@ fn late() {
              destructors) are forwarded but not traced"
         );
     }
+}
+
+/// [`push_into`] the calling thread's own ring, looked up here (records made off the
+/// hooked path, such as the device timeline's).
+pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
+    push_into(ring::current(), units, fill);
 }
 
 /// Stores a record of `units` ring units, filled in place by `fill`, in the calling

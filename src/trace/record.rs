@@ -4,54 +4,12 @@
 //! formatted or allocated when it is made. Formatting happens later, on the writer thread.
 
 use crate::abi::types::{Api, Hook};
-use crate::fault::Decision;
 use crate::memmap::MemKind;
 
-/// Fault actions as stored in a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(u8)]
-pub enum FaultTag {
-    #[default]
-    None = 0,
-    Return = 1,
-    Delay = 2,
-    Skip = 3,
-    Abort = 4,
-}
-
-impl FaultTag {
-    pub fn from_u8(v: u8) -> FaultTag {
-        match v {
-            1 => FaultTag::Return,
-            2 => FaultTag::Delay,
-            3 => FaultTag::Skip,
-            4 => FaultTag::Abort,
-            _ => FaultTag::None,
-        }
-    }
-
-    /// Splits a decision into a tag and its argument (code or nanoseconds).
-    pub fn of(decision: Decision) -> (FaultTag, u64) {
-        match decision {
-            Decision::Forward => (FaultTag::None, 0),
-            Decision::Return(code) => (FaultTag::Return, code as i64 as u64),
-            Decision::Delay(ns) => (FaultTag::Delay, ns),
-            Decision::Skip => (FaultTag::Skip, 0),
-            Decision::Abort => (FaultTag::Abort, 0),
-        }
-    }
-
-    /// The decision back (for formatting).
-    pub fn decision(self, arg: u64) -> Decision {
-        match self {
-            FaultTag::None => Decision::Forward,
-            FaultTag::Return => Decision::Return(arg as i64 as i32),
-            FaultTag::Delay => Decision::Delay(arg),
-            FaultTag::Skip => Decision::Skip,
-            FaultTag::Abort => Decision::Abort,
-        }
-    }
-}
+/// The fault a record carries: the task that decided the call ([`FaultTag::Off`]: none),
+/// stored as its discriminant, with its code or duration in [`Record::fault_arg`]. The
+/// fault module's own list of tasks, so that the two cannot disagree.
+pub use crate::fault::TaskKind as FaultTag;
 
 /// One call, as the ring stores it and the writer reads it: plain integers, 128 bytes (two
 /// 64-byte ring units), written straight into the calling thread's ring by the pipeline and
@@ -212,6 +170,7 @@ pub fn unpack(words: &[u128]) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Decision;
 
     proptest::proptest! {
         /// What the writer reads back from the ring is exactly the record stored.

@@ -186,7 +186,12 @@ pub fn create_file(settings: &Settings, host: &str) -> Option<(libc::c_int, Stri
         return None;
     };
     match file::create(&path) {
-        Ok(created) => Some(created),
+        Ok(created) => {
+            if let Some(index) = &settings.run_index {
+                file::list_in_index(index, &created.1);
+            }
+            Some(created)
+        }
         Err(e) => {
             crate::diag::warn!("{e}; the program runs on untraced");
             None
@@ -289,7 +294,10 @@ impl Writer {
             if ring.pending() > 0 {
                 let tid = ring.tid();
                 // Without memory for the set, the name is left out (and tried again later).
-                if !self.named.contains(&tid) && self.named.try_reserve(1).is_ok() {
+                if !self.named.contains(&tid)
+                    && !super::device::is_quiet(tid)
+                    && self.named.try_reserve(1).is_ok()
+                {
                     self.named.insert(tid);
                     let name = thread_name(tid);
                     self.json.metadata_with("thread_name", self.pid, tid, |j| {
@@ -301,7 +309,12 @@ impl Writer {
                 let prefix = SpanPrefix::new(self.pid, tid);
                 loop {
                     let (json, spans) = (&mut self.json, &mut self.spans);
+                    let pid = self.pid;
                     let n = ring.drain(DRAIN_BATCH, |words| {
+                        if super::device::is_device(words) {
+                            *spans += super::device::format(json, words, pid, &clock);
+                            return;
+                        }
                         *spans += 1;
                         json.call(&unpack(words), &prefix, &clock);
                     });

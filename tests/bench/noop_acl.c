@@ -16,6 +16,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "acl/acl.h"
 
@@ -123,4 +124,62 @@ aclError aclrtFreeHost(void *hostPtr)
 const char *aclrtGetSocName(void)
 {
     return "Ascend910B1";
+}
+
+/* The event functions the device timeline (NPUSHIM_DEVICE=events) calls, as trivial
+ * stand-ins: every record completes at once and is stamped with the host clock, so a
+ * benchmark measures what timing a copy costs the caller. */
+
+aclError aclrtGetDevice(int32_t *deviceId)
+{
+    if (deviceId == NULL)
+        return ACL_ERROR_INVALID_PARAM;
+    *deviceId = 0;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtGetCurrentContext(aclrtContext *context)
+{
+    static char token;
+    if (context == NULL)
+        return ACL_ERROR_INVALID_PARAM;
+    *context = &token;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtSetCurrentContext(aclrtContext context)
+{
+    (void)context;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtCreateEventWithFlag(aclrtEvent *event, uint32_t flag)
+{
+    (void)flag;
+    if (event == NULL)
+        return ACL_ERROR_INVALID_PARAM;
+    *event = malloc(1);
+    return *event != NULL ? ACL_SUCCESS : ACL_ERROR_RT_MEMORY_ALLOCATION;
+}
+
+aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)
+{
+    __asm__ volatile("" : : "r"(event), "r"(stream) : "memory");
+    return ACL_SUCCESS;
+}
+
+aclError aclrtQueryEventStatus(aclrtEvent event, aclrtEventRecordedStatus *status)
+{
+    (void)event;
+    *status = ACL_EVENT_RECORDED_STATUS_COMPLETE;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtEventGetTimestamp(aclrtEvent event, uint64_t *timestamp)
+{
+    (void)event;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    *timestamp = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return ACL_SUCCESS;
 }

@@ -80,6 +80,20 @@ pub fn scratch(name: &str) -> PathBuf {
 /// The longest any test program may run.
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Waits until `done` holds, checking it every 10 ms, and fails the test if it still does
+/// not after [`DEADLINE`]: for what only shows from outside a running program, such as the
+/// contents of a file it writes.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "still waiting, after {DEADLINE:?}, until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// How to run one program.
 pub struct Run {
     cmd: Command,
@@ -142,24 +156,20 @@ impl Run {
             .spawn()
             .expect("program starts");
         let pid = child.id() as libc::pid_t;
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watchdog = {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let start = std::time::Instant::now();
-                while start.elapsed() < DEADLINE {
-                    if done.load(std::sync::atomic::Ordering::Relaxed) {
-                        return false;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                // SAFETY: signalling a child we spawned and have not reaped yet.
+        // The watchdog sleeps until the program is reaped (the sender is dropped) or the
+        // deadline passes, whichever comes first.
+        let (reaped, watched) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || match watched.recv_timeout(DEADLINE) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // SAFETY: signalling a child we spawned; the main thread has not reaped it
+                // (it drops `reaped` only after reaping).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 true
-            })
-        };
+            }
+            _ => false,
+        });
         let out = child.wait_with_output().expect("program runs");
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(reaped);
         assert!(
             !watchdog.join().unwrap(),
             "program killed after {DEADLINE:?}\nstdout:\n{}\nstderr:\n{}",

@@ -96,5 +96,5 @@ pub fn implied_kind(name: &str) -> Option<&'static str> {
 /// Whether a span is one the shim's device timeline writes (`memcpy HOST_TO_DEVICE` on a
 /// `device <id>` / `stream <handle>` track): its duration is device time, not a host call.
 pub fn is_device_span(name: &str) -> bool {
-    name.starts_with("memcpy ") || name.starts_with("memset ")
+    name.starts_with("memcpy ") || name == "memset" || name.starts_with("memset ")
 }

@@ -53,6 +53,16 @@ impl Input {
         }
     }
 
+    /// The name of one of this input's device tracks (`device <id>`): under its rank.
+    fn device_track_name(&self, device: &str) -> String {
+        format!(
+            "rank {} device {device} (pid {}, host {})",
+            self.rank.map_or("?".to_string(), |r| r.to_string()),
+            self.pid,
+            self.host.as_deref().unwrap_or("?")
+        )
+    }
+
     fn track_name(&self, pid: i64) -> String {
         format!(
             "rank {} (pid {}, host {})",
@@ -308,6 +318,24 @@ fn track_events(
     ]
 }
 
+/// The device id of a device-timeline track name (`device <id>`).
+fn device_track(name: &str) -> Option<&str> {
+    name.strip_prefix("device ")
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn event_ph(object: &Map<String, Value>) -> &str {
+    object.get("ph").and_then(Value::as_str).unwrap_or("")
+}
+
+/// A flow id of an input whose pid was moved: the shim numbers flows `(pid << 31) + n`, so
+/// two inputs with the same pid would share ids; the moved one's become the hex string of
+/// `(new pid << 31) + n` (trace viewers read a string id as hex), distinct from every
+/// numeric id since a moved pid is no Linux pid.
+fn moved_flow_id(id: u64, new_pid: i64) -> String {
+    format!("{:x}", (new_pid as u64) << 31 | (id & 0x7fff_ffff))
+}
+
 fn shifted(value: &Value, delta: f64) -> Option<Value> {
     let sum = value.as_f64()? + delta;
     Number::from_f64(sum).map(Value::Number)
@@ -341,13 +369,30 @@ fn copy_input(
         };
         if is_metadata && (name == "process_name" || name == "process_sort_index") {
             if pid != input.pid && name == "process_name" {
-                for extra in track_events(input, pid, new_pid, sort_index) {
+                let mut extra = track_events(input, pid, new_pid, sort_index);
+                // A device track of the shim's device timeline stays under its rank.
+                let original = event
+                    .args()
+                    .and_then(|a| a.get("name"))
+                    .and_then(Value::as_str);
+                if let Some(device) = original.and_then(device_track) {
+                    extra[0].insert(
+                        "args".into(),
+                        json!({"name": input.device_track_name(device)}),
+                    );
+                }
+                for extra in extra {
                     writer.write(&extra)?;
                 }
             }
             continue;
         }
         let mut object = event.object;
+        if input.new_pid != input.pid && matches!(event_ph(&object), "s" | "t" | "f") {
+            if let Some(id) = object.get("id").and_then(Value::as_u64) {
+                object.insert("id".into(), json!(moved_flow_id(id, input.new_pid)));
+            }
+        }
         if new_pid != pid {
             object.insert("pid".into(), json!(new_pid));
             // Keep the thread ids of a moved process out of the way of the original's.
@@ -381,6 +426,19 @@ fn copy_input(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_tracks_and_moved_flows() {
+        assert_eq!(device_track("device 3"), Some("3"));
+        assert_eq!(device_track("device "), None);
+        assert_eq!(device_track("rank 0 (pid 1, host h)"), None);
+        let id = (100u64 << 31) + 5;
+        assert_eq!(
+            moved_flow_id(id, 10_000_100),
+            format!("{:x}", (10_000_100u64 << 31) + 5)
+        );
+        assert_ne!(moved_flow_id(id, 10_000_100), format!("{id:x}"));
+    }
 
     #[test]
     fn pids_stay_distinct() {

@@ -10,10 +10,10 @@
 //! `sigwaitinfo` and forwards them. The child is waited for with `WNOWAIT` first, so its pid
 //! cannot be reused while a signal is being forwarded to it.
 //!
-//! `--summary` finds the traces the run produced by listing, before and after the run,
-//! the files the trace template can expand to (`%p` matches digits, `%r` any text, `%h` this
-//! host) plus any collision suffix; files that appear during the run are the run's (the
-//! shim never overwrites a file, so a new trace always has a new name).
+//! `--summary` is told which traces the run produced: it creates an empty index file (0600,
+//! in the temporary directory) and names it in `NPUSHIM_RUN_INDEX`; every process of the run
+//! that creates a trace file appends its absolute path there (one `O_APPEND` write per
+//! file, never creating the index). After the run the index is read and removed.
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -158,12 +158,19 @@ pub fn run(options: RunOptions) -> Result<i32, Failure> {
         .clone()
         .or_else(|| std::env::var_os("NPUSHIM_TRACE"))
         .unwrap_or_else(|| OsString::from("npushim-%p.json"));
-    let watch = if options.summary {
-        Some(TraceWatch::new(&template))
+    let tracing_off = {
+        let t = template.to_string_lossy();
+        let t = t.trim();
+        t.eq_ignore_ascii_case("off") || t == "0" || t.eq_ignore_ascii_case("none")
+    };
+    let index = if options.summary && !tracing_off {
+        Some(RunIndex::create()?)
     } else {
         None
     };
-    let before = watch.as_ref().map(TraceWatch::list).unwrap_or_default();
+    if let Some(index) = &index {
+        command.env("NPUSHIM_RUN_INDEX", &index.path);
+    }
 
     let set = sigset(&FORWARDED);
     // SAFETY: `set` is a valid sigset_t; no other thread exists yet, so every thread
@@ -215,8 +222,8 @@ pub fn run(options: RunOptions) -> Result<i32, Failure> {
         (None, None) => 1,
     };
 
-    if let Some(watch) = watch {
-        print_summary(&watch, &before);
+    if options.summary {
+        print_summary(index.as_ref());
     }
     Ok(code)
 }
@@ -273,24 +280,22 @@ fn wait_without_reaping(pid: libc::pid_t) {
     }
 }
 
-fn print_summary(watch: &TraceWatch, before: &BTreeSet<PathBuf>) {
-    if watch.off {
+/// Summarises the traces listed in `index` (`None`: tracing is off).
+fn print_summary(index: Option<&RunIndex>) {
+    let Some(index) = index else {
         eprintln!("npushim: tracing is off (NPUSHIM_TRACE=off); no summary");
         return;
-    }
-    let new: Vec<PathBuf> = watch.list().difference(before).cloned().collect();
-    if new.is_empty() {
-        eprintln!(
-            "npushim: the run wrote no trace matching {} (no intercepted call?)",
-            watch.pattern_text
-        );
+    };
+    let traces = index.traces();
+    if traces.is_empty() {
+        eprintln!("npushim: the run wrote no trace (no intercepted call?)");
         return;
     }
     eprintln!(
         "npushim: summary of {} trace file(s) written by this run",
-        new.len()
+        traces.len()
     );
-    for path in new {
+    for path in traces {
         let mut report = Report::new();
         match report.add_file(&path) {
             Ok(_) => eprint!("\n{}", report.to_text()),
@@ -299,173 +304,50 @@ fn print_summary(watch: &TraceWatch, before: &BTreeSet<PathBuf>) {
     }
 }
 
-/// One piece of a path component of the trace template.
-#[derive(Debug, PartialEq)]
-enum Token {
-    Literal(Vec<u8>),
-    /// `%p`: one or more digits.
-    Digits,
-    /// `%r`: one or more bytes.
-    Any,
-    /// A collision suffix the shim may add: zero or more bytes.
-    Optional,
+/// The index file of one run: created empty and private, removed when dropped.
+struct RunIndex {
+    path: PathBuf,
 }
 
-#[derive(Debug)]
-enum Component {
-    Literal(OsString),
-    Pattern(Vec<Token>),
-}
-
-/// The set of files a trace template can name, listed on demand.
-struct TraceWatch {
-    off: bool,
-    root: PathBuf,
-    components: Vec<Component>,
-    pattern_text: String,
-}
-
-fn host_name() -> Vec<u8> {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length.
-    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    if result != 0 {
-        return b"localhost".to_vec();
+impl RunIndex {
+    fn create() -> Result<RunIndex, Failure> {
+        let dir = std::env::temp_dir();
+        let mut template = dir.join("npushim-run-XXXXXX").into_os_string().into_vec();
+        template.push(0);
+        // SAFETY: `template` is a writable NUL-terminated buffer ending in XXXXXX, as
+        // mkstemp requires; it replaces the Xs in place.
+        let fd = unsafe { libc::mkstemp(template.as_mut_ptr().cast()) };
+        if fd < 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(Failure::line(&format!(
+                "cannot create the run's trace index in {}: {}",
+                dir.display(),
+                io_reason(&error)
+            )));
+        }
+        // SAFETY: `fd` is the descriptor mkstemp just opened; nothing else uses it.
+        unsafe { libc::close(fd) };
+        template.pop();
+        Ok(RunIndex {
+            path: PathBuf::from(OsString::from_vec(template)),
+        })
     }
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    buffer[..end].to_vec()
-}
 
-/// Splits one path component of the template into tokens; `last` adds the places where the
-/// shim may insert a collision suffix (before the extension and at the end).
-fn tokenize(component: &[u8], host: &[u8], last: bool) -> Vec<Token> {
-    let mut tokens = Vec::new();
-    let mut literal = Vec::new();
-    let mut bytes = component.iter().copied().peekable();
-    while let Some(byte) = bytes.next() {
-        if byte != b'%' {
-            literal.push(byte);
-            continue;
-        }
-        match bytes.peek().copied() {
-            Some(b'%') => literal.push(b'%'),
-            Some(b'h') => literal.extend_from_slice(host),
-            Some(b'p') | Some(b'r') => {
-                if !literal.is_empty() {
-                    tokens.push(Token::Literal(std::mem::take(&mut literal)));
-                }
-                tokens.push(if bytes.peek() == Some(&b'p') {
-                    Token::Digits
-                } else {
-                    Token::Any
-                });
-            }
-            _ => {
-                literal.push(b'%');
-                continue;
-            }
-        }
-        bytes.next();
-    }
-    if last {
-        match literal.iter().rposition(|b| *b == b'.') {
-            Some(dot) => {
-                let extension = literal.split_off(dot);
-                if !literal.is_empty() {
-                    tokens.push(Token::Literal(literal));
-                }
-                tokens.push(Token::Optional);
-                tokens.push(Token::Literal(extension));
-            }
-            None if !literal.is_empty() => tokens.push(Token::Literal(literal)),
-            None => {}
-        }
-        tokens.push(Token::Optional);
-    } else if !literal.is_empty() {
-        tokens.push(Token::Literal(literal));
-    }
-    tokens
-}
-
-fn matches(tokens: &[Token], name: &[u8]) -> bool {
-    match tokens.split_first() {
-        None => name.is_empty(),
-        Some((Token::Literal(text), rest)) => {
-            name.starts_with(text) && matches(rest, &name[text.len()..])
-        }
-        Some((Token::Digits, rest)) => {
-            let digits = name.iter().take_while(|b| b.is_ascii_digit()).count();
-            (1..=digits).any(|n| matches(rest, &name[n..]))
-        }
-        Some((Token::Any, rest)) => (1..=name.len()).any(|n| matches(rest, &name[n..])),
-        Some((Token::Optional, rest)) => (0..=name.len()).any(|n| matches(rest, &name[n..])),
+    /// The trace files listed, in the order they were created, each once.
+    fn traces(&self) -> Vec<PathBuf> {
+        let text = std::fs::read(&self.path).unwrap_or_default();
+        let mut seen = BTreeSet::new();
+        text.split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| PathBuf::from(OsStr::from_bytes(line)))
+            .filter(|path| seen.insert(path.clone()))
+            .collect()
     }
 }
 
-impl TraceWatch {
-    fn new(template: &OsStr) -> TraceWatch {
-        let off = template.as_bytes().eq_ignore_ascii_case(b"off");
-        let path = Path::new(template);
-        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let host = host_name();
-        let parts: Vec<&[u8]> = absolute
-            .as_os_str()
-            .as_bytes()
-            .split(|b| *b == b'/')
-            .filter(|part| !part.is_empty())
-            .collect();
-        let components = parts
-            .iter()
-            .enumerate()
-            .map(|(index, part)| {
-                let last = index + 1 == parts.len();
-                let tokens = tokenize(part, &host, last);
-                match tokens.as_slice() {
-                    [Token::Literal(text)] if !last => {
-                        Component::Literal(OsString::from_vec(text.clone()))
-                    }
-                    [] if !last => Component::Literal(OsString::new()),
-                    _ => Component::Pattern(tokens),
-                }
-            })
-            .collect();
-        TraceWatch {
-            off,
-            root: PathBuf::from("/"),
-            components,
-            pattern_text: absolute.display().to_string(),
-        }
-    }
-
-    /// The files that currently match the template.
-    fn list(&self) -> BTreeSet<PathBuf> {
-        let mut found = BTreeSet::new();
-        if !self.off {
-            collect(&self.root, &self.components, &mut found);
-        }
-        found
-    }
-}
-
-fn collect(base: &Path, components: &[Component], found: &mut BTreeSet<PathBuf>) {
-    let Some((component, rest)) = components.split_first() else {
-        if base.is_file() {
-            found.insert(base.to_path_buf());
-        }
-        return;
-    };
-    match component {
-        Component::Literal(name) => collect(&base.join(name), rest, found),
-        Component::Pattern(tokens) => {
-            let Ok(entries) = std::fs::read_dir(base) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                if matches(tokens, entry.file_name().as_bytes()) {
-                    collect(&entry.path(), rest, found);
-                }
-            }
-        }
+impl Drop for RunIndex {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -488,29 +370,5 @@ mod tests {
             preload_value(ours, Some(OsStr::new(" "))),
             OsString::from("/opt/libnpushim.so")
         );
-    }
-
-    #[test]
-    fn template_matching() {
-        let tokens = tokenize(b"npushim-%p.json", b"h", true);
-        for name in [
-            "npushim-12.json",
-            "npushim-12.1.json",
-            "npushim-12.json.1",
-            "npushim-12-2.json",
-        ] {
-            assert!(matches(&tokens, name.as_bytes()), "{name}");
-        }
-        for name in [
-            "npushim-.json",
-            "npushim-x.json",
-            "other-12.json",
-            "npushim-12.txt",
-        ] {
-            assert!(!matches(&tokens, name.as_bytes()), "{name}");
-        }
-        let tokens = tokenize(b"t-%h-%r-%%.json", b"node", true);
-        assert!(matches(&tokens, b"t-node-3-%.json"));
-        assert!(!matches(&tokens, b"t-other-3-%.json"));
     }
 }

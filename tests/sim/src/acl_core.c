@@ -8,7 +8,10 @@
 /* configuration                                                            */
 /* ------------------------------------------------------------------------ */
 
-struct sim_config g_cfg;
+/* The device clock's default drift (see device_clock_ns). */
+#define SIM_CLOCK_DRIFT_PPM 40
+
+struct sim_config g_cfg = { .drift_ppm = SIM_CLOCK_DRIFT_PPM };
 static bool g_cfg_loaded;
 pthread_mutex_t g_cfg_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -57,6 +60,17 @@ void config_load_locked(void)
     c.strict_kind = v != NULL && strcmp(v, "1") == 0;
     if (v != NULL && *v != '\0' && strcmp(v, "1") != 0 && strcmp(v, "0") != 0)
         sim_debug("NPUSIM_STRICT_KIND=%s is not 0 or 1, kinds are corrected", v);
+
+    c.drift_ppm = SIM_CLOCK_DRIFT_PPM;
+    v = getenv("NPUSIM_CLOCK_DRIFT_PPM");
+    if (v != NULL && *v != '\0') {
+        char *end;
+        unsigned long long ppm = strtoull(v, &end, 10);
+        if (*end == '\0' && v[0] != '-' && ppm <= 1000000)
+            c.drift_ppm = ppm;
+        else
+            sim_debug("NPUSIM_CLOCK_DRIFT_PPM=%s is not in 0..1000000, using %d", v, SIM_CLOCK_DRIFT_PPM);
+    }
 
     g_cfg = c;
     g_cfg_loaded = true;
@@ -121,16 +135,15 @@ uint64_t now_ns(void)
 /*
  * The device clock.  Like a real NPU's system counter it is not the host's:
  * it started SIM_CLOCK_OFFSET_NS before the host's CLOCK_MONOTONIC origin and
- * runs SIM_CLOCK_DRIFT_PPM parts per million fast, so a tool that maps event
- * timestamps onto host time has to calibrate (offset and rate).
+ * runs NPUSIM_CLOCK_DRIFT_PPM (default 40) parts per million fast, so a tool
+ * that maps event timestamps onto host time has to calibrate (offset and rate).
  */
 #define SIM_CLOCK_OFFSET_NS 86523456789012ull /* about one day */
-#define SIM_CLOCK_DRIFT_PPM 40
 
 uint64_t device_clock_ns(uint64_t host_ns)
 {
-    return SIM_CLOCK_OFFSET_NS + host_ns + host_ns / 1000000u * SIM_CLOCK_DRIFT_PPM +
-           host_ns % 1000000u * SIM_CLOCK_DRIFT_PPM / 1000000u;
+    uint64_t ppm = g_cfg.drift_ppm;
+    return SIM_CLOCK_OFFSET_NS + host_ns + host_ns / 1000000u * ppm + host_ns % 1000000u * ppm / 1000000u;
 }
 
 void sleep_until_ns(uint64_t deadline)
@@ -144,12 +157,19 @@ void sleep_until_ns(uint64_t deadline)
 
 /* Makes a transfer of n bytes that started at start_ns last as long as the
  * bandwidth model says. */
-void model_transfer_time(uint64_t start_ns, size_t n, double gbps)
+/* How long a transfer of n bytes lasts in the bandwidth model (0: instant). */
+uint64_t transfer_ns(size_t n, double gbps)
 {
     if (gbps <= 0.0 || n == 0)
-        return;
-    uint64_t dur = (uint64_t)((double)n / gbps);
-    sleep_until_ns(start_ns + dur);
+        return 0;
+    return (uint64_t)((double)n / gbps);
+}
+
+void model_transfer_time(uint64_t start_ns, size_t n, double gbps)
+{
+    uint64_t dur = transfer_ns(n, gbps);
+    if (dur > 0)
+        sleep_until_ns(start_ns + dur);
 }
 
 /* objects                                                                  */

@@ -9,43 +9,61 @@
 /* streams                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The device timeline of a stream is modelled, not measured: a task starts on
+ * the device when it has been submitted and the stream's earlier work is done
+ * (device_ns), a copy or memset then lasts exactly its modelled time, and an
+ * event record takes the time the stream reaches it.  The worker thread does
+ * the work whenever it gets to run and then sleeps until the host clock has
+ * reached the modelled end, so host waits return after the device time they
+ * wait for, and a worker scheduled late (a loaded machine) delays what the
+ * host observes, never the device timestamps.
+ */
+static uint64_t device_start(struct sim_stream *s, const struct sim_task *t)
+{
+    return s->device_ns > t->submit_ns ? s->device_ns : t->submit_ns;
+}
+
 static void task_run(struct sim_stream *s, struct sim_task *t)
 {
     switch (t->kind) {
-    case TASK_COPY: {
-        uint64_t start = now_ns();
-        memmove(t->dst, t->src, t->n);
-        model_transfer_time(start, t->n, s->gbps);
-        break;
-    }
-    case TASK_COPY2D: {
-        uint64_t start = now_ns();
-        for (size_t r = 0; r < t->height; r++)
-            memmove((char *)t->dst + r * t->dpitch, (const char *)t->src + r * t->spitch, t->width);
-        model_transfer_time(start, t->n, s->gbps);
-        break;
-    }
+    case TASK_COPY:
+    case TASK_COPY2D:
     case TASK_MEMSET: {
-        uint64_t start = now_ns();
-        memset(t->dst, t->value, t->n);
-        model_transfer_time(start, t->n, s->gbps);
+        uint64_t start = device_start(s, t);
+        if (t->kind == TASK_COPY)
+            memmove(t->dst, t->src, t->n);
+        else if (t->kind == TASK_MEMSET)
+            memset(t->dst, t->value, t->n);
+        else
+            for (size_t r = 0; r < t->height; r++)
+                memmove((char *)t->dst + r * t->dpitch, (const char *)t->src + r * t->spitch, t->width);
+        s->device_ns = start + transfer_ns(t->n, s->gbps);
+        sleep_until_ns(s->device_ns);
         break;
     }
     case TASK_RECORD:
+        s->device_ns = device_start(s, t);
         pthread_mutex_lock(&g_ev_mu);
-        t->ev->ts_ns = now_ns();
+        t->ev->ts_ns = s->device_ns;
         t->ev->has_ts = true;
         if (t->seq > t->ev->done_seq)
             t->ev->done_seq = t->seq;
         pthread_cond_broadcast(&g_ev_cv);
         pthread_mutex_unlock(&g_ev_mu);
         break;
-    case TASK_WAIT:
+    case TASK_WAIT: {
+        uint64_t start = device_start(s, t);
         pthread_mutex_lock(&g_ev_mu);
         while (t->ev->done_seq < t->seq && !atomic_load(&s->discard))
             pthread_cond_wait(&g_ev_cv, &g_ev_mu);
+        /* The stream goes on once the awaited record has happened on its own
+         * stream (the event's latest timestamp). */
+        uint64_t reached = t->ev->has_ts ? t->ev->ts_ns : 0;
         pthread_mutex_unlock(&g_ev_mu);
+        s->device_ns = reached > start ? reached : start;
         break;
+    }
     }
 }
 
@@ -287,6 +305,7 @@ uint64_t stream_submit(struct sim_stream *s, struct sim_task *t)
 {
     uint64_t seq = 0;
     t->next = NULL;
+    t->submit_ns = now_ns();
     pthread_mutex_lock(&s->mu);
     while (!s->stop && s->submitted - s->completed >= SIM_STREAM_DEPTH)
         pthread_cond_wait(&s->cv_done, &s->mu);

@@ -57,6 +57,7 @@ struct sim_config {
     double gbps;      /* bytes per nanosecond == GB/s; 0 = copies are instant */
     size_t hbm_total; /* bytes of HBM per device */
     bool strict_kind; /* NPUSIM_STRICT_KIND=1: rows 1-4 of the kind table reject mismatches */
+    uint64_t drift_ppm; /* NPUSIM_CLOCK_DRIFT_PPM: how fast the device clock runs (default 40) */
 };
 
 extern struct sim_config g_cfg;
@@ -75,6 +76,7 @@ uint64_t now_ns(void);
 uint64_t device_clock_ns(uint64_t host_ns);
 void sleep_until_ns(uint64_t deadline);
 void model_transfer_time(uint64_t start_ns, size_t n, double gbps);
+uint64_t transfer_ns(size_t n, double gbps);
 
 /* ---- objects ------------------------------------------------------------ */
 
@@ -113,6 +115,7 @@ struct sim_task {
     int value;
     struct sim_event *ev; /* holds a reference */
     uint64_t seq;
+    uint64_t submit_ns; /* host time of the submission: the earliest the device can start it */
 };
 
 struct sim_stream {
@@ -128,6 +131,8 @@ struct sim_stream {
     struct sim_task *head, *tail; /* protected by mu */
     uint64_t submitted, completed; /* protected by mu */
     bool stop;                     /* protected by mu */
+    uint64_t device_ns; /* worker only: when the device finishes the stream's work so far
+                         * (host CLOCK_MONOTONIC ns; the modelled device timeline) */
     atomic_bool discard;
     struct sim_stream *next; /* registry */
 };

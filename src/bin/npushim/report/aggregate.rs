@@ -11,7 +11,13 @@
 //! - a **rate** is computed from host time only for synchronous copies (`aclrtMemcpy`,
 //!   `aclrtMemcpy2d`, and any copy whose span says `"sync":true`) that were `ok`: the host time
 //!   of an asynchronous call is its submission, not its transfer;
-//! - **host waits** (`aclrtSynchronize*`) are also kept per function and stream / event.
+//! - **host waits** (`aclrtSynchronize*`) are also kept per function and stream / event;
+//! - **memory types** (SPEC §9): copies and sets per function and `srcMem` → `dstMem`; a span
+//!   without either is counted apart, never guessed;
+//! - **host blocked in pageable copies**: `ok` asynchronous copies marked `"sync":true`, their
+//!   bytes, host time and host buffers (per process: addresses of different processes are
+//!   different buffers);
+//! - **leaks** are what each process's `npushim_leaks` event says, read by [`LeakRecord`].
 //!
 //! Memory does not depend on the length of the trace: per-key rows hold a log-bucketed
 //! histogram, count tables stop growing at [`MAX_KEYS`] keys (the rest is `(other)`), and
@@ -74,7 +80,7 @@ impl Histogram {
         low + (1u64 << shift) as f64 / 2.0
     }
 
-    fn add(&mut self, dur_us: f64) {
+    pub(super) fn add(&mut self, dur_us: f64) {
         let ns = (dur_us.max(0.0) * 1000.0).round() as u64;
         let index = Self::bucket_of(ns);
         if self.buckets.len() <= index {
@@ -177,6 +183,16 @@ pub struct Span {
     pub ran_sync: bool,
     /// What a host wait waited on: `stream 0x…`, `event 0x…` or `device`.
     pub waited_on: Option<String>,
+    /// Where the source and destination live (`srcMem`, `dstMem`: `device`, `pinned`,
+    /// `registered`, `pageable`, `unknown`), when the memory map recorded them.
+    pub src_mem: Option<String>,
+    pub dst_mem: Option<String>,
+    /// The addresses as traced (`src`; `dst`, or a set's `devPtr`), kept for copies that
+    /// ran synchronously (`ran_sync`) only.
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    /// The kind the runtime used (`effectiveKind` when written, else `kind`).
+    pub effective_kind: Option<String>,
     pub violations: Vec<String>,
     pub fault: Option<String>,
 }
@@ -234,7 +250,16 @@ impl Span {
             .map(|list| list.iter().map(|r| arg_text(Some(r))).collect())
             .unwrap_or_default();
         let ran_sync = args.get("sync") == Some(&Value::Bool(true)) && class != Class::CopySync;
+        let text = |key: &str| args.get(key).map(|v| arg_text(Some(v)));
+        let effective_kind = text("effectiveKind").or_else(|| kind.clone());
+        // The addresses only name the host buffers of copies that ran synchronously.
+        let address = |key: &str| if ran_sync { text(key) } else { None };
         Span {
+            src_mem: text("srcMem"),
+            dst_mem: text("dstMem"),
+            src: address("src"),
+            dst: address("dst").or_else(|| address("devPtr")),
+            effective_kind,
             outcome: Outcome::of(ret, fault.as_deref()),
             sync: class == Class::CopySync || ran_sync,
             ran_sync,
@@ -406,6 +431,180 @@ impl Ord for Slow {
     }
 }
 
+/// Copies of one function between two memory types.
+#[derive(Default)]
+pub struct MemRow {
+    pub calls: u64,
+    pub ok: u64,
+    /// Bytes of the `ok` calls.
+    pub bytes: u64,
+    /// `ok` calls that the runtime ran synchronously because of pageable memory.
+    pub ran_sync: u64,
+}
+
+impl MemRow {
+    fn add(&mut self, span: &Span) {
+        self.calls += 1;
+        if span.outcome == Outcome::Ok {
+            self.ok += 1;
+            self.bytes = self.bytes.saturating_add(span.bytes.unwrap_or(0));
+            if span.ran_sync {
+                self.ran_sync += 1;
+            }
+        }
+    }
+}
+
+/// Copies and sets per (function, `srcMem`, `dstMem`), SPEC §9. A set has no source
+/// (`None`); a span without either field is counted apart, not guessed.
+#[derive(Default)]
+pub struct MemoryTypes {
+    pub rows: BTreeMap<(Api, Option<String>, Option<String>), MemRow>,
+    /// Calls of keys beyond [`MAX_KEYS`].
+    pub other: MemRow,
+    /// Copies and sets seen.
+    pub copies: u64,
+    /// Copies and sets whose span carries no `srcMem` / `dstMem` (memory map off, an older
+    /// shim): not in `rows`.
+    pub without_memory: u64,
+}
+
+impl MemoryTypes {
+    fn add(&mut self, span: &Span) {
+        self.copies += 1;
+        if span.src_mem.is_none() && span.dst_mem.is_none() {
+            self.without_memory += 1;
+            return;
+        }
+        let key = (span.api.clone(), span.src_mem.clone(), span.dst_mem.clone());
+        if let Some(row) = self.rows.get_mut(&key) {
+            row.add(span);
+        } else if self.rows.len() < MAX_KEYS {
+            self.rows.entry(key).or_default().add(span);
+        } else {
+            self.other.add(span);
+        }
+    }
+
+    /// Copies that carry memory types.
+    pub fn with_memory(&self) -> u64 {
+        self.copies - self.without_memory
+    }
+}
+
+/// Pageable copies that blocked the host, per host buffer.
+#[derive(Default)]
+pub struct BufferRow {
+    pub calls: u64,
+    pub bytes: u64,
+    pub total_us: f64,
+}
+
+impl BufferRow {
+    fn add(&mut self, span: &Span) {
+        self.calls += 1;
+        self.bytes = self.bytes.saturating_add(span.bytes.unwrap_or(0));
+        self.total_us += span.dur_us;
+    }
+}
+
+/// A host buffer: the process (`pid`: addresses of different processes of a merged trace
+/// are different buffers), its address as traced, the side of the copy and the function.
+pub type BufferKey = (i64, String, Side, Api);
+
+/// Which side of a copy a host buffer was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    Src,
+    Dst,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Src => "src",
+            Side::Dst => "dst",
+        }
+    }
+}
+
+/// "Why did my non-blocking copy block?" (SPEC §9): the `ok` asynchronous copies whose
+/// span says `"sync":true`, their host time (the whole wait: the runtime synchronized the
+/// stream and copied before returning) and the host buffers they touched.
+#[derive(Default)]
+pub struct PageableBlocked {
+    /// `ok` copies that ran synchronously, their bytes and host time.
+    pub calls: u64,
+    pub bytes: u64,
+    pub total_us: f64,
+    /// Copies marked `"sync":true` that failed or that a fault stopped: not counted above.
+    pub not_ok: u64,
+    /// Per buffer. A copy whose two sides are pageable counts under both buffers.
+    pub buffers: BTreeMap<BufferKey, BufferRow>,
+    /// Buffers beyond [`MAX_KEYS`].
+    pub other: BufferRow,
+}
+
+impl PageableBlocked {
+    fn add(&mut self, span: &Span) {
+        if span.outcome != Outcome::Ok {
+            self.not_ok += 1;
+            return;
+        }
+        self.calls += 1;
+        self.bytes = self.bytes.saturating_add(span.bytes.unwrap_or(0));
+        self.total_us += span.dur_us;
+        let pageable = |mem: &Option<String>| mem.as_deref() == Some("pageable");
+        let mut sides = Vec::with_capacity(2);
+        if pageable(&span.src_mem) {
+            sides.push(Side::Src);
+        }
+        if pageable(&span.dst_mem) {
+            sides.push(Side::Dst);
+        }
+        if sides.is_empty() {
+            // No memory types in the span (an older trace): the host side of the kind.
+            match span.effective_kind.as_deref() {
+                Some("HOST_TO_DEVICE") => sides.push(Side::Src),
+                Some("DEVICE_TO_HOST") => sides.push(Side::Dst),
+                _ => {}
+            }
+        }
+        for side in sides {
+            let address = match side {
+                Side::Src => &span.src,
+                Side::Dst => &span.dst,
+            };
+            let key = (
+                span.pid,
+                address.clone().unwrap_or_else(|| "?".to_string()),
+                side,
+                span.api.clone(),
+            );
+            if let Some(row) = self.buffers.get_mut(&key) {
+                row.add(span);
+            } else if self.buffers.len() < MAX_KEYS {
+                self.buffers.entry(key).or_default().add(span);
+            } else {
+                self.other.add(span);
+            }
+        }
+    }
+
+    /// The [`TOP_N`] buffers with the most bytes (then the most host time).
+    pub fn top_buffers(&self) -> Vec<(&BufferKey, &BufferRow)> {
+        let mut list: Vec<_> = self.buffers.iter().collect();
+        list.sort_by(|a, b| {
+            b.1.bytes
+                .cmp(&a.1.bytes)
+                .then(b.1.total_us.total_cmp(&a.1.total_us))
+                .then(a.0.cmp(b.0))
+        });
+        list.truncate(TOP_N);
+        list
+    }
+}
+
 /// Everything summed over the spans of one report.
 #[derive(Default)]
 pub struct Aggregates {
@@ -427,6 +626,12 @@ pub struct Aggregates {
     pub spans: u64,
     /// Spans of the device timeline: device time, kept out of the host-call tables.
     pub device_spans: u64,
+    /// Those spans by function, kind and stream.
+    pub device: super::device::DeviceTable,
+    /// Copies and sets by where their memory lives.
+    pub memory: MemoryTypes,
+    /// Asynchronous copies the runtime ran synchronously because of pageable memory.
+    pub pageable: PageableBlocked,
 }
 
 impl Aggregates {
@@ -434,6 +639,7 @@ impl Aggregates {
     pub fn add(&mut self, event: &Event) {
         if functions::is_device_span(event.name()) {
             self.device_spans += 1;
+            self.device.add(event);
             return;
         }
         let span = Span::from_event(event);
@@ -443,6 +649,12 @@ impl Aggregates {
         self.by_api.add(span.api.clone(), &span);
         if let Some(on) = &span.waited_on {
             self.waits.add((span.api.clone(), on.clone()), &span);
+        }
+        if span.api.class().moves_bytes() {
+            self.memory.add(&span);
+        }
+        if span.ran_sync && span.api.class().moves_bytes() {
+            self.pageable.add(&span);
         }
         if self.nesting.len() < MAX_KEYS || self.nesting.contains_key(&span.api) {
             let nesting = self.nesting.entry(span.api.clone()).or_default();
@@ -497,6 +709,87 @@ impl Aggregates {
             .collect();
         rows.sort_by(|a, b| b.1.total_us.total_cmp(&a.1.total_us).then(a.0.cmp(b.0)));
         rows
+    }
+}
+
+/// One location's allocations never freed, from an `npushim_leaks` metadata event.
+pub struct LeakLocation {
+    /// `device <id>`, `pinned host` or `registered host`.
+    pub location: String,
+    pub count: u64,
+    pub bytes: u64,
+    /// The largest: its address as traced, size, allocating call and thread.
+    pub largest_ptr: String,
+    pub largest_size: u64,
+    pub largest_call: String,
+    pub largest_tid: i64,
+}
+
+/// What one process's `npushim_leaks` event says: the shim writes it at exit whenever the
+/// memory map is on, with an empty list when everything was freed.
+pub struct LeakRecord {
+    pub locations: Vec<LeakLocation>,
+    /// Allocations the map could not track (full, out of memory): missing from the list.
+    pub untracked: u64,
+}
+
+/// A field of an `npushim_leaks` event with the wrong type: (field, value, expected).
+pub type LeakFieldError = (&'static str, Value, &'static str);
+
+impl LeakRecord {
+    /// Reads the event's `args`, checking every field it uses.
+    pub fn from_args(args: Option<&Map<String, Value>>) -> Result<LeakRecord, LeakFieldError> {
+        let Some(args) = args else {
+            return Err(("args", Value::Null, "an object"));
+        };
+        let list = match args.get("leaks") {
+            Some(Value::Array(list)) => list,
+            other => return Err(("leaks", other.cloned().unwrap_or(Value::Null), "an array")),
+        };
+        let untracked = match args.get("untracked") {
+            None => 0,
+            Some(v) => v
+                .as_u64()
+                .ok_or(("untracked", v.clone(), "a non-negative integer"))?,
+        };
+        let mut locations = Vec::new();
+        for entry in list.iter().take(MAX_KEYS) {
+            let Value::Object(entry) = entry else {
+                return Err(("leaks", entry.clone(), "an array of objects"));
+            };
+            let empty = Map::new();
+            let largest = match entry.get("largest") {
+                Some(Value::Object(l)) => l,
+                None => &empty,
+                Some(other) => return Err(("largest", other.clone(), "an object")),
+            };
+            let string = |map: &Map<String, Value>, key: &'static str| match map.get(key) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                None => Ok("?".to_string()),
+                Some(other) => Err((key, other.clone(), "a string")),
+            };
+            let unsigned = |map: &Map<String, Value>, key: &'static str| match map.get(key) {
+                None => Ok(0),
+                Some(v) => v.as_u64().ok_or((key, v.clone(), "a non-negative integer")),
+            };
+            let tid = match largest.get("tid") {
+                None => 0,
+                Some(v) => v.as_i64().ok_or(("tid", v.clone(), "an integer"))?,
+            };
+            locations.push(LeakLocation {
+                location: string(entry, "location")?,
+                count: unsigned(entry, "count")?,
+                bytes: unsigned(entry, "bytes")?,
+                largest_ptr: string(largest, "ptr")?,
+                largest_size: unsigned(largest, "size")?,
+                largest_call: string(largest, "call")?,
+                largest_tid: tid,
+            });
+        }
+        Ok(LeakRecord {
+            locations,
+            untracked,
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 //! does not depend on the length of the traces.
 
 mod aggregate;
+mod device;
 mod render;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::reader::{Ending, Event, ProcessInfo, TraceError, TraceReader};
 
-use aggregate::Aggregates;
+use aggregate::{Aggregates, LeakRecord};
 
 /// Most processes listed in a report's header.
 const MAX_PROCESSES: usize = 64;
@@ -90,6 +91,10 @@ const BOOLEAN: FieldType = FieldType {
     expected: "true or false",
     holds: Value::is_boolean,
 };
+const STRING: FieldType = FieldType {
+    expected: "a string",
+    holds: Value::is_string,
+};
 
 /// A field name and its type.
 type Field = (&'static str, FieldType);
@@ -102,13 +107,15 @@ const SPAN_FIELDS: [Field; 4] = [
     ("pid", INTEGER),
     ("tid", INTEGER),
 ];
-const SPAN_ARGS: [Field; 6] = [
+const SPAN_ARGS: [Field; 8] = [
     ("count", UNSIGNED),
     ("width", UNSIGNED),
     ("height", UNSIGNED),
     ("ret", INTEGER),
     ("depth", UNSIGNED),
     ("sync", BOOLEAN),
+    ("srcMem", STRING),
+    ("dstMem", STRING),
 ];
 const STATS_ARGS: [Field; 2] = [("events", UNSIGNED), ("dropped", UNSIGNED)];
 
@@ -141,11 +148,25 @@ fn malformed(event: &Event, fields: &[Field], args: &[Field]) -> Option<Malforme
     }
 }
 
+/// A process a trace describes (its `npushim` metadata event).
+struct Process {
+    /// Index of the file in `Report::sources`.
+    source: usize,
+    /// The `pid` of the event itself (in a merged trace, the pid of its track).
+    event_pid: Option<i64>,
+    info: ProcessInfo,
+}
+
+/// A process as the key of its leak record: file index and the metadata event's `pid`.
+type ProcessKey = (usize, Option<i64>);
+
 /// Aggregates of one or more traces, with what the files said about themselves.
 #[derive(Default)]
 pub struct Report {
     sources: Vec<Source>,
-    processes: Vec<ProcessInfo>,
+    processes: Vec<Process>,
+    /// What each process's `npushim_leaks` event said (at most [`MAX_PROCESSES`]).
+    leaks: BTreeMap<ProcessKey, LeakRecord>,
     processes_omitted: usize,
     aggregates: Aggregates,
     warnings: Vec<String>,
@@ -172,12 +193,28 @@ impl Report {
             malformed: 0,
             first_malformed: None,
         };
+        let index = self.sources.len();
         let mut npushim_spans = 0u64;
         let mut stats: BTreeMap<Option<i64>, (u64, u64)> = BTreeMap::new();
         while let Some(event) = reader.next_event()? {
+            let mut leak_record = None;
             let bad = match event.ph() {
                 "X" => malformed(&event, &SPAN_FIELDS, &SPAN_ARGS),
                 "M" if event.name() == "npushim_stats" => malformed(&event, &[], &STATS_ARGS),
+                "M" if event.name() == "npushim_leaks" => {
+                    match LeakRecord::from_args(event.args()) {
+                        Ok(record) => {
+                            leak_record = Some(record);
+                            None
+                        }
+                        Err((field, value, expected)) => Some(Malformed {
+                            line: event.line,
+                            field,
+                            value: quoted(&value),
+                            expected,
+                        }),
+                    }
+                }
                 _ => None,
             };
             if let Some(bad) = bad {
@@ -197,8 +234,11 @@ impl Report {
                     source.has_metadata = true;
                     if self.processes.len() < MAX_PROCESSES {
                         let args = event.args().cloned().unwrap_or_default();
-                        self.processes
-                            .push(ProcessInfo::from_metadata(&args, event.pid()));
+                        self.processes.push(Process {
+                            source: index,
+                            event_pid: event.pid(),
+                            info: ProcessInfo::from_metadata(&args, event.pid()),
+                        });
                     } else {
                         self.processes_omitted += 1;
                     }
@@ -211,6 +251,13 @@ impl Report {
                         let events = args.get("events").and_then(Value::as_u64).unwrap_or(0);
                         let dropped = args.get("dropped").and_then(Value::as_u64).unwrap_or(0);
                         stats.insert(event.pid(), (events, dropped));
+                    }
+                }
+                "M" if event.name() == "npushim_leaks" => {
+                    let key = (index, event.pid());
+                    let room = self.leaks.len() < MAX_PROCESSES || self.leaks.contains_key(&key);
+                    if let Some(record) = leak_record.filter(|_| room) {
+                        self.leaks.insert(key, record);
                     }
                 }
                 _ => {}

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
-use super::Report;
-use super::aggregate::{Api, PERCENTILE_PRECISION, Row, TOP_N};
+use super::aggregate::{Api, LeakRecord, PERCENTILE_PRECISION, Row, TOP_N};
+use super::{Process, Report};
 use crate::codes;
 use crate::functions::Class;
 use crate::reader::{Ending, describe_ending};
@@ -92,6 +92,7 @@ impl Report {
         let processes: Vec<Value> = self
             .processes
             .iter()
+            .map(|p| &p.info)
             .map(|p| {
                 json!({
                     "program": p.program, "pid": p.pid, "rank": p.rank, "host": p.host,
@@ -185,6 +186,7 @@ impl Report {
             "processes_omitted": self.processes_omitted,
             "spans": agg.spans,
             "device_spans": agg.device_spans,
+            "device": agg.device.to_json(),
             "dropped": self.sources.iter().map(|s| s.dropped).sum::<u64>(),
             "malformed": self.sources.iter().map(|s| s.malformed).sum::<u64>(),
             "by_api": by_api,
@@ -199,6 +201,9 @@ impl Report {
             "faults": faults,
             "nesting": nesting,
             "slowest": slowest,
+            "memory_types": self.memory_types_json(),
+            "pageable_blocked": self.pageable_json(),
+            "leaks": self.leaks_json(),
             "percentile_precision": PERCENTILE_PRECISION,
             "warnings": self.warnings,
         })
@@ -370,6 +375,9 @@ impl Report {
             ]);
         }
         table.render(&mut out);
+        self.memory_types_text(&mut out);
+        self.pageable_text(&mut out);
+        self.leaks_text(&mut out);
         if agg.device_spans > 0 {
             let _ = writeln!(
                 out,
@@ -377,6 +385,7 @@ impl Report {
                 agg.device_spans
             );
         }
+        agg.device.render(&mut out);
         let _ = writeln!(
             out,
             "\nok: forwarded and returned 0; failed: returned an error; injected: a fault took \
@@ -422,7 +431,7 @@ impl Report {
                 );
             }
         }
-        for p in &self.processes {
+        for p in self.processes.iter().map(|p| &p.info) {
             let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".to_string());
             let number = |v: Option<i64>| v.map_or("?".to_string(), |n| n.to_string());
             let _ = writeln!(
@@ -442,6 +451,339 @@ impl Report {
             let _ = writeln!(out, "  … and {} more processes", self.processes_omitted);
         }
     }
+}
+
+/// Where the memory types of the copies come from, for the absent-data lines.
+const NO_MEMORY_TYPES: &str = "no srcMem/dstMem in this trace's copies (traced with \
+     NPUSHIM_MEMMAP=off, or by an npushim without the memory map)";
+
+/// Why a process has no leak record.
+const LEAKS_NOT_RECORDED: &str = "not recorded (no npushim_leaks event: it is written at \
+     exit when the memory map is on; absent with NPUSHIM_MEMMAP=off, from an npushim \
+     without the memory map, or when the process did not exit normally)";
+
+/// A memory type for display: a set has no source.
+fn mem_text(mem: &Option<String>) -> &str {
+    mem.as_deref().unwrap_or("-")
+}
+
+impl Report {
+    /// The processes whose leaks the report shows: every process with metadata, then any
+    /// leak record whose process has none, each with its label and record.
+    fn leak_processes(&self) -> Vec<(String, Option<&Process>, Option<&LeakRecord>)> {
+        let mut out = Vec::new();
+        for p in &self.processes {
+            let label = process_label(p);
+            out.push((label, Some(p), self.leaks.get(&(p.source, p.event_pid))));
+        }
+        for (key, record) in &self.leaks {
+            if !self
+                .processes
+                .iter()
+                .any(|p| (p.source, p.event_pid) == *key)
+            {
+                let label = format!(
+                    "pid {}",
+                    key.1.map_or("?".to_string(), |pid| pid.to_string())
+                );
+                out.push((label, None, Some(record)));
+            }
+        }
+        out
+    }
+
+    fn memory_types_json(&self) -> Value {
+        let memory = &self.aggregates.memory;
+        let rows: Vec<Value> = memory
+            .rows
+            .iter()
+            .map(|((api, src, dst), row)| {
+                json!({
+                    "api": api.name(), "class": api.class().name(), "src_mem": src,
+                    "dst_mem": dst, "calls": row.calls, "ok": row.ok, "bytes": row.bytes,
+                    "ran_sync": row.ran_sync,
+                })
+            })
+            .collect();
+        let other = &memory.other;
+        json!({
+            "copies": memory.copies,
+            "with_memory": memory.with_memory(),
+            "without_memory": memory.without_memory,
+            "rows": rows,
+            "other": (other.calls > 0).then(|| json!({
+                "calls": other.calls, "ok": other.ok, "bytes": other.bytes,
+                "ran_sync": other.ran_sync,
+            })),
+        })
+    }
+
+    fn pageable_json(&self) -> Value {
+        let agg = &self.aggregates;
+        let blocked = &agg.pageable;
+        let buffers: Vec<Value> = blocked
+            .top_buffers()
+            .into_iter()
+            .map(|((pid, address, side, api), row)| {
+                json!({
+                    "pid": pid, "address": address, "side": side.name(), "api": api.name(),
+                    "calls": row.calls, "bytes": row.bytes, "total_us": round3(row.total_us),
+                })
+            })
+            .collect();
+        let shown: u64 = blocked.top_buffers().iter().map(|(_, r)| r.calls).sum();
+        let listed = blocked.buffers.values().map(|r| r.calls).sum::<u64>();
+        json!({
+            "data": agg.memory.with_memory() > 0 || blocked.calls + blocked.not_ok > 0,
+            "calls": blocked.calls,
+            "bytes": blocked.bytes,
+            "total_us": round3(blocked.total_us),
+            "not_ok": blocked.not_ok,
+            "buffers": buffers,
+            "buffers_not_shown": json!({
+                "buffers": blocked.buffers.len().saturating_sub(TOP_N),
+                "calls": listed - shown + blocked.other.calls,
+            }),
+        })
+    }
+
+    fn leaks_json(&self) -> Value {
+        let list: Vec<Value> = self
+            .leak_processes()
+            .into_iter()
+            .map(|(label, process, record)| {
+                let locations: Option<Vec<Value>> = record.map(|r| {
+                    r.locations
+                        .iter()
+                        .map(|l| {
+                            json!({
+                                "location": l.location, "count": l.count, "bytes": l.bytes,
+                                "largest": {
+                                    "ptr": l.largest_ptr, "size": l.largest_size,
+                                    "call": l.largest_call, "tid": l.largest_tid,
+                                },
+                            })
+                        })
+                        .collect()
+                });
+                json!({
+                    "process": label,
+                    "file": process.map(|p| &self.sources[p.source].path),
+                    "pid": process.and_then(|p| p.info.pid),
+                    "rank": process.and_then(|p| p.info.rank),
+                    "recorded": record.is_some(),
+                    "untracked": record.map(|r| r.untracked),
+                    "locations": locations,
+                })
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    fn memory_types_text(&self, out: &mut String) {
+        let memory = &self.aggregates.memory;
+        let _ = writeln!(
+            out,
+            "\nCopies by memory type (srcMem → dstMem, from the memory map; bytes: ok calls only)"
+        );
+        if memory.copies == 0 {
+            out.push_str("  (no copies)\n");
+            return;
+        }
+        if memory.with_memory() == 0 {
+            let _ = writeln!(out, "  no memory types: {NO_MEMORY_TYPES}");
+            return;
+        }
+        let mut table = Table::new(&[
+            ("API", Left),
+            ("src → dst", Left),
+            ("calls", Right),
+            ("ok", Right),
+            ("bytes", Right),
+            ("ran sync (pageable)", Right),
+        ]);
+        for ((api, src, dst), row) in &memory.rows {
+            table.push(vec![
+                api.name().to_string(),
+                format!("{} → {}", mem_text(src), mem_text(dst)),
+                row.calls.to_string(),
+                row.ok.to_string(),
+                row.bytes.to_string(),
+                row.ran_sync.to_string(),
+            ]);
+        }
+        if memory.other.calls > 0 {
+            let o = &memory.other;
+            table.push(vec![
+                "(other)".to_string(),
+                String::new(),
+                o.calls.to_string(),
+                o.ok.to_string(),
+                o.bytes.to_string(),
+                o.ran_sync.to_string(),
+            ]);
+        }
+        table.render(out);
+        if memory.without_memory > 0 {
+            let _ = writeln!(
+                out,
+                "  {} copies without srcMem/dstMem are not in this table",
+                memory.without_memory
+            );
+        }
+    }
+
+    fn pageable_text(&self, out: &mut String) {
+        let agg = &self.aggregates;
+        let blocked = &agg.pageable;
+        let _ = writeln!(
+            out,
+            "\nHost blocked in pageable copies (asynchronous copies the runtime ran synchronously)"
+        );
+        if blocked.calls + blocked.not_ok == 0 {
+            if agg.memory.with_memory() == 0 {
+                let _ = writeln!(out, "  no data: {NO_MEMORY_TYPES}");
+            } else {
+                out.push_str(
+                    "  none: no asynchronous copy ran synchronously because of pageable memory\n",
+                );
+            }
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "  {} ok {}, {} bytes, {:.3} µs of host time blocked",
+            blocked.calls,
+            plural(blocked.calls, "copy", "copies"),
+            blocked.bytes,
+            blocked.total_us
+        );
+        if blocked.not_ok > 0 {
+            let _ = writeln!(
+                out,
+                "  {} more {} marked synchronous but failed or {} stopped by a fault (not counted)",
+                blocked.not_ok,
+                plural(blocked.not_ok, "copy was", "copies were"),
+                plural(blocked.not_ok, "was", "were"),
+            );
+        }
+        if blocked.calls == 0 {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "  top host buffers by bytes (pin them: aclrtMallocHost, or aclrtHostRegister)"
+        );
+        let mut table = Table::new(&[
+            ("pid", Right),
+            ("host buffer", Left),
+            ("side", Left),
+            ("API", Left),
+            ("calls", Right),
+            ("bytes", Right),
+            ("total µs", Right),
+        ]);
+        for ((pid, address, side, api), row) in blocked.top_buffers() {
+            table.push(vec![
+                pid.to_string(),
+                address.clone(),
+                side.name().to_string(),
+                api.name().to_string(),
+                row.calls.to_string(),
+                row.bytes.to_string(),
+                format!("{:.3}", row.total_us),
+            ]);
+        }
+        table.render(out);
+        let more = blocked.buffers.len().saturating_sub(TOP_N);
+        if more > 0 || blocked.other.calls > 0 {
+            let _ = writeln!(
+                out,
+                "  … {} more buffers{}",
+                more,
+                if blocked.other.calls > 0 {
+                    format!(" and {} calls beyond the buffers kept", blocked.other.calls)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
+    fn leaks_text(&self, out: &mut String) {
+        let _ = writeln!(out, "\nMemory never freed (npushim_leaks, written at exit)");
+        let processes = self.leak_processes();
+        if processes.iter().all(|(_, _, r)| r.is_none()) {
+            let _ = writeln!(out, "  {LEAKS_NOT_RECORDED}");
+            return;
+        }
+        let mut table = Table::new(&[
+            ("process", Left),
+            ("location", Left),
+            ("count", Right),
+            ("bytes", Right),
+            ("largest", Right),
+            ("at", Left),
+            ("allocated by", Left),
+        ]);
+        let mut notes = Vec::new();
+        for (label, _, record) in &processes {
+            match record {
+                None => notes.push(format!("  {label}: {LEAKS_NOT_RECORDED}")),
+                Some(r) if r.locations.is_empty() => {
+                    notes.push(format!("  {label}: nothing left allocated"))
+                }
+                Some(r) => {
+                    for l in &r.locations {
+                        table.push(vec![
+                            label.clone(),
+                            l.location.clone(),
+                            l.count.to_string(),
+                            l.bytes.to_string(),
+                            l.largest_size.to_string(),
+                            l.largest_ptr.clone(),
+                            format!("{} (thread {})", l.largest_call, l.largest_tid),
+                        ]);
+                    }
+                }
+            }
+            if let Some(r) = record.filter(|r| r.untracked > 0) {
+                notes.push(format!(
+                    "  {label}: {} {} not tracked (the memory map was full): leaks among \
+                     them are missing here",
+                    r.untracked,
+                    plural(r.untracked, "allocation was", "allocations were")
+                ));
+            }
+        }
+        if !table.rows.is_empty() {
+            table.render(out);
+        }
+        for note in notes {
+            let _ = writeln!(out, "{note}");
+        }
+    }
+}
+
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// `program (pid P, rank R)`, as the trace names the process.
+fn process_label(p: &Process) -> String {
+    let info = &p.info;
+    let number = |v: Option<i64>| v.map_or("?".to_string(), |n| n.to_string());
+    let mut label = format!(
+        "{} (pid {}, rank {})",
+        info.program.as_deref().unwrap_or("?"),
+        number(info.pid),
+        number(info.rank)
+    );
+    if p.event_pid.is_some() && p.event_pid != info.pid {
+        label.pop();
+        let _ = write!(label, ", shown as pid {})", number(p.event_pid));
+    }
+    label
 }
 
 fn row_cells(api: &str, kind: &str, row: &Row) -> Vec<String> {
