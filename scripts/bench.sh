@@ -5,9 +5,12 @@
 #
 # Builds libnpushim.so (cargo, release), the no-op libascendcl.so (tests/Makefile),
 # the C harness and the plain C interposer used as the baseline, then times
-# aclrtMemcpyAsync through each configuration on 1 and 2 threads, R runs each
-# (interleaved, so a burst of load elsewhere on the machine hits every
-# configuration alike), and reports medians.  A missed budget is reported, not
+# aclrtMemcpyAsync through each configuration on 1 and 2 threads, and
+# aclrtMemcpy, HcclD2DMemcpyAsync, aclrtSynchronizeStream, aclrtMalloc and
+# aclrtFree (and copies with 10,000 live allocations in the memory map) on 1
+# thread, R runs each (interleaved, so a burst of load elsewhere on the machine
+# hits every configuration alike), and reports medians; then what one
+# dlsym(handle, "aclrtMemcpyAsync") costs with and without the shim.  A missed budget is reported, not
 # fatal: the script exits 0 unless something fails to build or run.
 set -euo pipefail
 
@@ -55,6 +58,8 @@ if [ "$QUICK" = 1 ]; then
     PACED_CALLS=300000       # paced runs (bursts with idle gaps)
     CHROME_CALLS=50000       # tracing-chrome sink
     MEM_CALLS=2000000        # peak RSS and trace size run
+    ALLOC_CALLS=100000       # aclrtMalloc / aclrtFree rows
+    DLSYM_LOOKUPS=200000     # dlsym lookups per kind
 else
     : "${RUNS:=5}"
     FAST_CALLS=20000000
@@ -62,6 +67,8 @@ else
     PACED_CALLS=1000000
     CHROME_CALLS=200000
     MEM_CALLS=10000000
+    ALLOC_CALLS=500000
+    DLSYM_LOOKUPS=1000000
 fi
 case "$RUNS" in ''|*[!0-9]*|0) die "--runs needs a positive number, got '$RUNS'" ;; esac
 THREAD_COUNTS="1 2"
@@ -75,6 +82,9 @@ NOOP_DIR="$SIM_OUT/noop"
 HARNESS="$BENCH/harness"
 CINT="$BENCH/c_interposer.so"
 CREC="$BENCH/c_recorder.so"
+DLSYM_COST="$BENCH/dlsym_cost"
+# Live allocations in the memory-map rows.
+LIVE=10000
 # Paced runs: bursts of PACE_BURST calls, each followed by PACE_GAP_US of idle time.
 PACE_BURST=4096
 PACE_GAP_US=2000
@@ -104,6 +114,10 @@ mv -f "$CINT.tmp" "$CINT"
 "$CC" $CFLAGS_BENCH -fPIC -shared -o "$CREC.tmp" tests/bench/c_recorder.c -ldl \
     || die "building the C recorder failed"
 mv -f "$CREC.tmp" "$CREC"
+# shellcheck disable=SC2086
+"$CC" $CFLAGS_BENCH -o "$DLSYM_COST.tmp" tests/bench/dlsym_cost.c -ldl \
+    || die "building dlsym_cost failed"
+mv -f "$DLSYM_COST.tmp" "$DLSYM_COST"
 
 # ---------------------------------------------------------------------------
 # Where traces go
@@ -129,7 +143,15 @@ if [ -x /usr/bin/time ]; then TIME_BIN=/usr/bin/time; fi
 # Configurations
 # ---------------------------------------------------------------------------
 CONFIGS="direct cint crec disabled checks traced chrome dpaced paced"
-declare -A LABEL ENVS CALLS HARGS
+# The other hooked functions, and the memory map, on 1 thread.
+for fn in memcpy d2d sync; do
+    CONFIGS="$CONFIGS direct_$fn cint_$fn disabled_$fn checks_$fn traced_$fn"
+done
+CONFIGS="$CONFIGS checks_live checks_live_nomap traced_live traced_live_nomap"
+for fn in malloc free; do
+    CONFIGS="$CONFIGS direct_$fn cint_$fn disabled_$fn checks_$fn traced_$fn"
+done
+declare -A LABEL ENVS CALLS HARGS THREADS FN
 LABEL[direct]="direct (no preload)"
 LABEL[cint]="C interposer"
 LABEL[crec]="C recorder (C interposer + 2 TSC reads + 64-B record)"
@@ -159,10 +181,52 @@ CALLS[dpaced]=$PACED_CALLS
 CALLS[paced]=$PACED_CALLS
 HARGS[dpaced]="--burst $PACE_BURST --gap-us $PACE_GAP_US"
 HARGS[paced]="${HARGS[dpaced]}"
+# The harness's --fn name, and the function callgrind counts in, of each suffix.
+declare -A FN_ARG FN_LOOP FN_NAME
+FN_ARG[memcpy]=memcpy; FN_LOOP[memcpy]=memcpy_loop; FN_NAME[memcpy]=aclrtMemcpy
+FN_ARG[d2d]=d2d; FN_LOOP[d2d]=d2d_loop; FN_NAME[d2d]=HcclD2DMemcpyAsync
+FN_ARG[sync]=sync-stream; FN_LOOP[sync]=sync_loop; FN_NAME[sync]=aclrtSynchronizeStream
+FN_ARG[malloc]=malloc; FN_LOOP[malloc]=malloc_batch; FN_NAME[malloc]=aclrtMalloc
+FN_ARG[free]=free; FN_LOOP[free]=free_batch; FN_NAME[free]=aclrtFree
+for fn in memcpy d2d sync malloc free; do
+    calls=$((FAST_CALLS / 4))
+    tcalls=$((TRACED_CALLS / 5))
+    hargs="--fn ${FN_ARG[$fn]}"
+    case $fn in
+        malloc | free) calls=$ALLOC_CALLS; tcalls=$ALLOC_CALLS; hargs="$hargs --live $LIVE" ;;
+    esac
+    for base in direct cint disabled checks traced; do
+        cfg=${base}_$fn
+        LABEL[$cfg]="${FN_NAME[$fn]}: ${LABEL[$base]}"
+        ENVS[$cfg]="${ENVS[$base]}"
+        CALLS[$cfg]=$calls
+        [ "$base" = traced ] && CALLS[$cfg]=$tcalls
+        HARGS[$cfg]="$hargs"
+        THREADS[$cfg]=1
+        FN[$cfg]=$fn
+    done
+done
+LABEL[checks_live]="memory map: checks on, trace off, $LIVE live allocations"
+LABEL[checks_live_nomap]="memory map: same, NPUSHIM_MEMMAP=off"
+LABEL[traced_live]="memory map: traced, $LIVE live allocations"
+LABEL[traced_live_nomap]="memory map: traced, same, NPUSHIM_MEMMAP=off"
+ENVS[checks_live]="${ENVS[checks]}"
+ENVS[checks_live_nomap]="${ENVS[checks]} NPUSHIM_MEMMAP=off"
+ENVS[traced_live]="${ENVS[traced]}"
+ENVS[traced_live_nomap]="${ENVS[traced]} NPUSHIM_MEMMAP=off"
+CALLS[checks_live]=$((FAST_CALLS / 4))
+CALLS[checks_live_nomap]=$((FAST_CALLS / 4))
+CALLS[traced_live]=$((TRACED_CALLS / 5))
+CALLS[traced_live_nomap]=$((TRACED_CALLS / 5))
+for cfg in checks_live checks_live_nomap traced_live traced_live_nomap; do
+    HARGS[$cfg]="--live $LIVE"
+    THREADS[$cfg]=1
+done
 
 # Every variable that could change what is measured is cleared, then set per run.
 CLEAN_ENV=(env -u LD_PRELOAD -u NPUSHIM_TRACE -u NPUSHIM_TRACE_SINK -u NPUSHIM_CHECK -u NPUSHIM_FAULTS
-    -u NPUSHIM_SEED -u NPUSHIM_LOG -u NPUSHIM_DISABLE -u NPUSHIM_ACL_LIB -u NPUSHIM_HCCL_LIB)
+    -u NPUSHIM_SEED -u NPUSHIM_LOG -u NPUSHIM_DISABLE -u NPUSHIM_ACL_LIB -u NPUSHIM_HCCL_LIB
+    -u NPUSHIM_MEMMAP -u NPUSHIM_DEVICE)
 
 # field KEY LINE: the value of KEY=... in a harness (or time) line.
 field() {
@@ -223,7 +287,7 @@ log "traces go to $TMP ($TRACE_FS); $RUNS runs per configuration; load average $
 
 for ((r = 1; r <= RUNS; r++)); do
     for cfg in $CONFIGS; do
-        for t in $THREAD_COUNTS; do
+        for t in ${THREADS[$cfg]:-$THREAD_COUNTS}; do
             word=threads
             [ "$t" = 1 ] && word=thread
             log "${LABEL[$cfg]} $t $word run $r/$RUNS…"
@@ -299,10 +363,13 @@ if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null 2>&1; then
     # set-up (symbol lookup, trace file creation) cancels out.  The traced runs stay below
     # one ring's capacity, so back-pressure never enters the count.
     for cfg in $CONFIGS; do
+        toggle=copy_loop
+        if [ -n "${FN[$cfg]:-}" ]; then toggle=${FN_LOOP[${FN[$cfg]}]}; fi
         case $cfg in
             dpaced | paced) continue ;; # the same code path as direct / traced
-            traced) n=5000 ;;
+            traced | traced_*) n=5000 ;;
             chrome) n=2000 ;;
+            *_malloc | *_free) n=5000 ;;
             *) n=100000 ;;
         esac
         log "callgrind: ${LABEL[$cfg]}…"
@@ -313,7 +380,7 @@ if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null 2>&1; then
             envs=()
             if [ -n "${ENVS[$cfg]}" ]; then read -r -a envs <<<"${ENVS[$cfg]}"; fi
             "${CLEAN_ENV[@]}" "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$cg" \
-                --toggle-collect=copy_loop "$HARNESS" --calls "$calls" --warmup 1000 \
+                --toggle-collect="$toggle" "$HARNESS" --calls "$calls" --warmup 1000 ${HARGS[$cfg]:-} \
                 >"$SCRATCH/cg.stdout" 2>"$SCRATCH/cg.stderr" \
                 || { cat "$SCRATCH/cg.stderr" >&2; die "callgrind run failed ($cfg)"; }
             irs+=("$(awk '/^(summary|totals):/ { print $2; exit }' "$cg")")
@@ -322,6 +389,28 @@ if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null 2>&1; then
         INSNS[$cfg]=$(calc "(${irs[1]} - ${irs[0]}) / $n" 0)
     done
 fi
+
+# ---------------------------------------------------------------------------
+# dlsym(handle, "aclrtMemcpyAsync"): what a lookup costs, with and without the shim
+# ---------------------------------------------------------------------------
+DLSYM_KINDS="handle-hooked handle-hooked-after-call handle-other default next"
+declare -A DLSYM
+for ((r = 1; r <= RUNS; r++)); do
+    for pre in none cint shim; do
+        log "dlsym: lookups, preload $pre, run $r/$RUNS…"
+        envs=(LD_LIBRARY_PATH="$NOOP_DIR")
+        case $pre in
+            cint) envs+=(LD_PRELOAD="$CINT") ;;
+            shim) envs+=(LD_PRELOAD="$SHIM" NPUSHIM_CHECK=warn NPUSHIM_TRACE=off) ;;
+        esac
+        out=$("${CLEAN_ENV[@]}" "${envs[@]}" "$DLSYM_COST" "$DLSYM_LOOKUPS" 2>"$SCRATCH/dlsym.err") \
+            || { cat "$SCRATCH/dlsym.err" >&2; die "dlsym_cost failed (preload $pre)"; }
+        while read -r line; do
+            kind=$(field lookup "$line")
+            DLSYM[$pre,$kind]="${DLSYM[$pre,$kind]:-} $(field ns_per_lookup "$line")"
+        done <<<"$out"
+    done
+done
 
 UFTRACE_LINES=""
 if command -v uftrace >/dev/null 2>&1; then
@@ -377,21 +466,39 @@ RUSTC=$(rustc --version 2>/dev/null || echo unknown)
 GCC=$("$CC" --version | awk 'NR == 1')
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then REV="$REV (with local changes)"; fi
+# Local changes other than the results file itself (a previous run's output).
+if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":(exclude)${OUTPUT#"$ROOT"/}" 2>/dev/null)" ]; then
+    REV="$REV (with local changes)"
+fi
 
 declare -A BUDGET_WALL BUDGET_CPU
+# The baselines of a row: the same function called directly, and through the C interposer.
+direct_of() { if [ -n "${FN[$1]:-}" ]; then echo "direct_${FN[$1]}"; else echo direct; fi; }
+cint_of() { if [ -n "${FN[$1]:-}" ]; then echo "cint_${FN[$1]}"; else echo cint; fi; }
 verdict() { if le "$1" "$2"; then echo PASS; else echo FAIL; fi; }
 
 # budget_rows LABEL BASE CONFIG SLACK: one budget row per thread count, judging CONFIG's
 # medians against BASE's plus SLACK ns, on wall and on CPU time.
 budget_rows() {
     local label=$1 base=$2 cfg=$3 slack=$4 t wb cb wx cx
-    for t in $THREAD_COUNTS; do
+    for t in ${THREADS[$cfg]:-$THREAD_COUNTS}; do
         wb=$(med "${WALL[$base,$t]}"); cb=$(med "${CPU[$base,$t]}")
         wx=$(med "${WALL[$cfg,$t]}"); cx=$(med "${CPU[$cfg,$t]}")
         printf '| %s | %s | %s ≤ %s | %s | %s ≤ %s | %s |\n' "$label" "$t" \
             "$wx" "$(calc "$wb + $slack")" "$(verdict "$wx" "$wb + $slack")" \
             "$cx" "$(calc "$cb + $slack")" "$(verdict "$cx" "$cb + $slack")"
+    done
+}
+
+# ratio_rows LABEL BASE CONFIG FACTOR: as budget_rows, against FACTOR × BASE's medians.
+ratio_rows() {
+    local label=$1 base=$2 cfg=$3 factor=$4 t wb cb wx cx
+    for t in ${THREADS[$cfg]:-$THREAD_COUNTS}; do
+        wb=$(med "${WALL[$base,$t]}"); cb=$(med "${CPU[$base,$t]}")
+        wx=$(med "${WALL[$cfg,$t]}"); cx=$(med "${CPU[$cfg,$t]}")
+        printf '| %s | %s | %s ≤ %s | %s | %s ≤ %s | %s |\n' "$label" "$t" \
+            "$wx" "$(calc "$wb * $factor")" "$(verdict "$wx" "$wb * $factor")" \
+            "$cx" "$(calc "$cb * $factor")" "$(verdict "$cx" "$cb * $factor")"
     done
 }
 
@@ -410,6 +517,16 @@ interposer (\`tests/bench/c_interposer.c\`: \`dlsym(RTLD_NEXT)\` once, then forw
 **C recorder** (\`tests/bench/c_recorder.c\`) is that interposer plus the least any span
 recorder must do per call: two TSC reads and a 64-byte record into a thread-local ring, with
 no writer. It measures the floor of a traced call on this machine.
+
+The rows named after another function call it the same way on 1 thread (\`harness --fn\`):
+\`aclrtMemcpy\` (the no-op runtime builds it on \`aclrtMemcpyAsync\`, called through the
+PLT, so every interposer sees two calls there, the inner one nested), \`HcclD2DMemcpyAsync\`
+(two \`DeviceMem\` objects), \`aclrtSynchronizeStream\`, and \`aclrtMalloc\` / \`aclrtFree\`
+(4 KiB, in batches of 256 allocations then 256 frees, each half timed on its own, with
+$LIVE other allocations live; the no-op runtime's allocation is \`posix_memalign\`). Their
+baselines are the same function called directly and through the C interposer. The
+**memory map** rows copy from a pinned buffer (\`aclrtMallocHost\`) into a device buffer
+(\`aclrtMalloc\`) with $LIVE other allocations live, with the map on (the default) and off.
 
 The **paced** rows call in bursts of $PACE_BURST calls separated by $PACE_GAP_US µs of idle
 time and time only the bursts (\`harness --burst\`): a program that computes between copies.
@@ -455,20 +572,20 @@ against the median of the same thread count.
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
     for cfg in $CONFIGS; do
-        for t in $THREAD_COUNTS; do
+        for t in ${THREADS[$cfg]:-$THREAD_COUNTS}; do
             k="$cfg,$t"
             w=$(med "${WALL[$k]}")
             c=$(med "${CPU[$k]}")
-            wd=$(med "${WALL[direct,$t]}")
-            wc=$(med "${WALL[cint,$t]}")
-            cc=$(med "${CPU[cint,$t]}")
+            wd=$(med "${WALL[$(direct_of "$cfg"),$t]}")
+            wc=$(med "${WALL[$(cint_of "$cfg"),$t]}")
+            cc=$(med "${CPU[$(cint_of "$cfg"),$t]}")
             ratio=$(calc "$w / $wd" 2)
             dwall=$(calc "$w - $wc" 2)
             dcpu=$(calc "$c - $cc" 2)
             p="n/a"
             if [ -n "${PROC[$k]:-}" ]; then p="$(med "${PROC[$k]}") ns"; fi
             d="—"
-            case $cfg in traced | chrome | paced) d=$(sum_of "${DROPPED[$k]}") ;; esac
+            case $cfg in traced | traced_* | chrome | paced) d=$(sum_of "${DROPPED[$k]}") ;; esac
             printf '| %s | %s | %s (%s–%s) | %s× | %+.2f | %s (%s–%s) | %+.2f | %s | %s |\n' \
                 "${LABEL[$cfg]}" "$t" "$w" "$(mn "${WALL[$k]}")" "$(mx "${WALL[$k]}")" "$ratio" "$dwall" \
                 "$c" "$(mn "${CPU[$k]}")" "$(mx "${CPU[$k]}")" "$dcpu" "$p" "$d"
@@ -488,17 +605,22 @@ EOF
 
 ### Instructions per call (callgrind)
 
-Instructions executed on the calling thread per \`aclrtMemcpyAsync\` call, counted by
+Instructions executed on the calling thread per call, counted by
 \`valgrind --tool=callgrind\` inside the harness loop (difference between two loop lengths,
-so one-time set-up cancels out). Deterministic: unaffected by load on the machine.
+so one-time set-up cancels out). Deterministic: unaffected by load on the machine. Every
+row is compared with the same function called directly and through the C interposer; the
+last column divides by the C recorder's count (the floor of a traced call).
 
-| config | instructions/call | over direct | over C interposer |
-|---|---:|---:|---:|
+| config | instructions/call | over direct | over C interposer | ÷ C recorder |
+|---|---:|---:|---:|---:|
 EOF
         for cfg in $CONFIGS; do
             [ -n "${INSNS[$cfg]:-}" ] || continue
             i=${INSNS[$cfg]}
-            printf '| %s | %s | %+d | %+d |\n' "${LABEL[$cfg]}" "$i" "$((i - INSNS[direct]))" "$((i - INSNS[cint]))"
+            dcfg=$(direct_of "$cfg")
+            ccfg=$(cint_of "$cfg")
+            printf '| %s | %s | %+d | %+d | %s× |\n' "${LABEL[$cfg]}" "$i" "$((i - ${INSNS[$dcfg]:-0}))" \
+                "$((i - ${INSNS[$ccfg]:-0}))" "$(calc "$i / ${INSNS[crec]:-1}" 2)"
         done
     fi
 
@@ -548,6 +670,26 @@ EOF
         printf '| npushim, traced, paced (from above) | %s | %s |\n' "$(med "${WALL[paced,1]}")" "$(med "${CPU[paced,1]}")"
     fi
 
+    cat <<EOF
+
+## dlsym
+
+\`tests/bench/dlsym_cost\` \`dlopen\`s the no-op \`libascendcl.so\` and times $DLSYM_LOOKUPS lookups of
+each kind (wall ns per lookup, medians over $RUNS runs): \`dlsym(handle, "aclrtMemcpyAsync")\`
+(a hooked name: npushim answers with its own export, SPEC §3), the same after one call
+through the handle (the shim initialised), \`dlsym(handle, "aclInit")\` (a name it does not
+hook), \`dlsym(RTLD_DEFAULT, "getpid")\` and \`dlsym(RTLD_NEXT, "getpid")\`. Without a preload,
+with the C interposer (which does not interpose \`dlsym\`), and with npushim (checks on,
+trace off).
+
+| lookup | no preload | C interposer | npushim | npushim − no preload |
+|---|---:|---:|---:|---:|
+EOF
+    for kind in $DLSYM_KINDS; do
+        a=$(med "${DLSYM[none,$kind]:-}"); b=$(med "${DLSYM[cint,$kind]:-}"); c=$(med "${DLSYM[shim,$kind]:-}")
+        printf '| %s | %s ns | %s ns | %s ns | %+.1f ns |\n' "$kind" "$a" "$b" "$c" "$(calc "$c - $a" 1)"
+    done
+
     # Budgets
     wd1=$(med "${WALL[direct,1]}"); cd1=$(med "${CPU[direct,1]}")
     cat <<EOF
@@ -561,10 +703,23 @@ machine, and waiting for the trace writer).
 | budget | threads | wall: measured vs limit | wall | CPU: measured vs limit | CPU |
 |---|---:|---|---|---|---|
 EOF
-    budget_rows "pass-through (DISABLE=1) ≤ C interposer + 2 ns" cint disabled 2
-    budget_rows "checks on, trace off ≤ C interposer + 5 ns" cint checks 5
-    budget_rows "traced ≤ direct + 80 ns" direct traced 80
-    budget_rows "traced ≤ direct + 80 ns, paced" dpaced paced 80
+    budget_rows "pass-through (DISABLE=1) ≤ C interposer + 1 ns" cint disabled 1
+    for fn in memcpy d2d sync malloc free; do
+        budget_rows "${FN_NAME[$fn]} pass-through ≤ C interposer + 1 ns" "cint_$fn" "disabled_$fn" 1
+    done
+    budget_rows "checks on, trace off ≤ C interposer + 3 ns" cint checks 3
+    for fn in memcpy d2d sync; do
+        budget_rows "${FN_NAME[$fn]} checks on, trace off ≤ C interposer + 3 ns" "cint_$fn" "checks_$fn" 3
+    done
+    ratio_rows "traced, paced ≤ 1.75 × C recorder" crec paced 1.75
+    budget_rows "memory map: checks on with $LIVE live allocations ≤ NPUSHIM_MEMMAP=off + 5 ns" \
+        checks_live_nomap checks_live 5
+    budget_rows "memory map: traced with $LIVE live allocations ≤ NPUSHIM_MEMMAP=off + 5 ns" \
+        traced_live_nomap traced_live 5
+    for fn in malloc free; do
+        budget_rows "${FN_NAME[$fn]} hook, checks on, trace off ≤ real + 200 ns" "direct_$fn" "checks_$fn" 200
+        budget_rows "${FN_NAME[$fn]} hook, traced ≤ real + 200 ns" "direct_$fn" "traced_$fn" 200
+    done
     w1=$(med "${WALL[traced,1]}"); w2=$(med "${WALL[traced,2]}")
     c1=$(med "${CPU[traced,1]}"); c2=$(med "${CPU[traced,2]}")
     printf '| traced, 2 threads per-thread ≤ 1.3 × 1 thread | 2 | %s ≤ %s | %s | %s ≤ %s | %s |\n' \
@@ -593,13 +748,32 @@ EOF
   machine, with nothing else: $(calc "$(med "${CPU[crec,1]}") - $(med "${CPU[direct,1]}")" 1) ns over a direct call here
   (CPU medians). On a virtual machine a TSC read costs several times what it does on bare
   metal, and this floor moves with it.
-- **The \`tracing\` event.** On the calling thread (callgrind, above), about half of a traced
-  call's instructions are \`tracing-core\` dispatching the call's event: building the value
-  set, walking it, and one dynamic call per field into npushim's recorder, which stores each
-  value straight into a ring slot. That is why the event carries four packed fields (five
-  or six for HCCL calls and faults) instead of seventeen. The rest is the pipeline itself:
-  checks, the fault test, the two TSC reads and the ring push.
-- **The writer.** The writer thread formats about 230 bytes of JSON per span; see its user
+- **The memory map.** A traced copy (and every call that takes the whole pipeline)
+  classifies its two pointers and applies the location/kind table of SPEC §9; this thread's
+  answer for the pair it classified last is reused while no allocation or free completes.
+  With the trace off, a copy whose arguments pass the checks is forwarded without
+  consulting the map, so the "checks on, trace off" memory-map rows differ by nothing but
+  noise, and the map's rules (\`pageable\`, \`location\`, \`direction\`, \`bounds\`,
+  \`freed\`) are not applied to such calls (a gap against SPEC §4, which applies them to
+  every copy); the traced pair of rows gives the classification's cost.
+- **The pipeline.** A traced \`aclrtMemcpyAsync\` with valid arguments takes the short
+  route: the argument checks, the memory map's classification of both pointers (this
+  thread's cache of recent answers, or a lock-free search) and the location/kind table of
+  SPEC §9, the depth bookkeeping (one thread-local word, so that a hooked function the real
+  one calls is recorded at depth 1), two TSC reads around the real call, and one 128-byte
+  record copied into the thread's ring. The callgrind table gives its instructions as a
+  multiple of the C recorder's.
+- **Allocations and frees.** A successful allocation or free takes the whole pipeline and
+  a copy-on-write update of the map (one chunk of up to 24 entries, now and then the top
+  array), with $LIVE other allocations live: the callgrind table gives its instructions
+  over the real function. The timed allocation rows move with the state of the no-op
+  runtime's heap (\`posix_memalign\`) in each process, even the pass-through row, whose
+  instruction count is below the C interposer's; the instruction counts are the steadier
+  figure there.
+- **Bytes per event.** With the memory map on, every copy's span carries \`srcMem\` and
+  \`dstMem\` (SPEC §5, §9; \`"unknown"\` for the harness's static buffers), about 37
+  bytes of the figure above; the other args are the ones SPEC §5 requires.
+- **The writer.** The writer thread formats about $BYTES_PER_EVENT bytes of JSON per span; see its user
   and system time in the memory table. Most of its time is the kernel's write path (page
   cache allocation for the file), which varies a lot between runs on a virtual machine. In a
   loop that does nothing but call, the caller outruns it and waits for ring space; the
@@ -621,6 +795,11 @@ harness, C interposer and C recorder into \`target/bench\`. To time one configur
     NPUSHIM_DISABLE=1 LD_PRELOAD=target/release/libnpushim.so target/bench/harness --calls 20M
     NPUSHIM_TRACE=off LD_PRELOAD=target/release/libnpushim.so target/bench/harness --calls 20M
     NPUSHIM_TRACE=/dev/shm/t-%p.json LD_PRELOAD=target/release/libnpushim.so target/bench/harness --calls 5M --rss
+    NPUSHIM_TRACE=off LD_PRELOAD=target/release/libnpushim.so target/bench/harness --live 10000 --calls 20M
+    NPUSHIM_TRACE=off LD_PRELOAD=target/release/libnpushim.so target/bench/harness --fn malloc --live 10000 --calls 1M
+    LD_LIBRARY_PATH=target/bench-sim/noop LD_PRELOAD=target/release/libnpushim.so target/bench/dlsym_cost
+
+\`harness --fn\` takes memcpy-async (the default), memcpy, d2d, sync-stream, malloc or free.
 
 On a machine shared with other work the wall-clock figures move with the load (see the
 load average above); compare CPU figures and instruction counts across machines, and wall

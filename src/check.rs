@@ -560,6 +560,7 @@ pub fn table_row(view: &MemView) -> Option<TableRow> {
 }
 
 /// The location/kind table of SPEC §9 for an ACL copy of `kind` between `view`'s sides.
+#[inline(always)]
 pub fn kind_verdict(kind: i32, view: &MemView) -> KindVerdict {
     let Some(row) = table_row(view) else {
         return KindVerdict::NotApplicable;
@@ -601,6 +602,7 @@ pub struct MemVerdict {
 /// The rules of `enabled` that `call` breaks, knowing where its memory lives: the rules of
 /// [`check`], with `h2h` judged on the effective kind, plus `location`, `direction`,
 /// `pageable`, `bounds` and `freed` (SPEC §4, §9).
+#[inline(always)]
 pub fn check_with_memory(call: &Call, view: &MemView, enabled: RuleSet) -> MemVerdict {
     let mut v = check(call, enabled);
     let class = call.hook.class();

@@ -9,10 +9,9 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::abi::types::{Api, Call};
+use crate::abi::types::Call;
 use crate::boundary::guarded;
 use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
@@ -20,14 +19,6 @@ use crate::memmap::{self, MemKind};
 use crate::runtime::{self, Runtime};
 use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
 use crate::trace::{self, clock};
-
-thread_local! {
-    /// This thread's place in the shim, as one word: the depth (how many intercepted calls
-    /// the thread is inside, i.e. forwarding from) shifted left once, and [`BUSY`] while the
-    /// thread runs the shim's own code. Destructor-free: usable during thread exit and from
-    /// atexit handlers.
-    static PLACE: Cell<u32> = const { Cell::new(0) };
-}
 
 /// Set while the thread is in the shim's own code (not while it is in the real function).
 const BUSY: u32 = 1;
@@ -156,31 +147,26 @@ fn memoise(call: &Call, generation: u64, judged: &Judged) {
     });
 }
 
-/// Set (once, for good) by the first `HcclMemcpyAsync`: only a real HCCL copy re-enters the
-/// shim (its nested `aclrtMemcpyAsync`), so until then a clean `aclrtMemcpyAsync` can take
-/// a fast route that does not look its depth up. Written once, then only read.
-static NESTING: AtomicBool = AtomicBool::new(false);
-
-/// This thread's place cell, looked up once per call (each lookup from a shared library is
-/// a `__tls_get_addr` call); `None` while the thread's locals are being torn down.
+/// This thread's place in the shim, as one word: the depth (how many intercepted calls the
+/// thread is inside, i.e. forwarding from) shifted left once, and [`BUSY`] while the thread
+/// runs the shim's own code. The trace ring's thread-local keeps it (destructor-free, so
+/// usable during thread exit and from atexit handlers), so that a traced call finds its
+/// place and its ring with one lookup. Looked up once per call (each lookup from a shared
+/// library is a `__tls_get_addr` call); `None` while the thread's locals are being torn down.
 #[inline]
 fn place_cell() -> Option<&'static Cell<u32>> {
-    // SAFETY: the reference is only used during the current call, on this thread, while
-    // the thread is alive; `PLACE` has no destructor, so its storage outlives every call.
-    PLACE
-        .try_with(|c| unsafe { &*(c as *const Cell<u32>) })
-        .ok()
+    trace::ring::local().map(trace::ring::Local::place)
 }
 
-/// What an `aclrtMemcpyAsync` call needs (decided before anything is spilled).
+/// What a call needs (decided before anything is spilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     /// Nothing: forward at once (no trace being written, no fault rule, no broken rule,
     /// no memory rule to apply).
     Forward,
     /// The memory map's rules, then, when the trace is running, a span: forward (between
-    /// two clock reads if traced), skipping the pipeline's fault and nesting stages (no
-    /// fault rule is active; the call cannot be nested and breaks no argument rule).
+    /// two clock reads if traced, one level deeper if the hook nests), skipping the
+    /// pipeline's fault stage (no fault rule is active; the arguments break no rule).
     Record,
     /// The whole pipeline.
     Pipeline,
@@ -197,19 +183,16 @@ pub fn route(call: &Call) -> Route {
         trace::Phase::Running => true,
         trace::Phase::Other => return Route::Pipeline,
     };
-    if !runtime::faults_active()
-        && call.api == Api::Acl
-        && !call.hook.class().manages_memory()
-        && !NESTING.load(Ordering::Relaxed)
-        && (rt.check.mode == Mode::Off || check::clean_for(call, rt.check.rules))
+    let checking = rt.check.mode != Mode::Off;
+    if runtime::faults_active()
+        || call.hook.class().manages_memory()
+        || (checking && !check::clean_for(call, rt.check.rules))
     {
-        if traced || memory_rules_apply(call, rt) {
-            Route::Record
-        } else {
-            Route::Forward
-        }
-    } else {
         Route::Pipeline
+    } else if traced || memory_rules_apply(call, rt) {
+        Route::Record
+    } else {
+        Route::Forward
     }
 }
 
@@ -241,22 +224,21 @@ impl Judged {
 }
 
 /// Where a copy's two pointers live (the memory map's lock-free lookup).
-#[inline]
+#[inline(always)]
 fn memview(call: &Call) -> MemView {
-    let (src, dst) = memmap::classify_pair(call.src as u64, call.dst as u64);
-    let span = |c: &memmap::Classified| c.alloc.map(|a| (a.start, a.size));
+    let (src, dst) = memmap::sides(call.src as u64, call.dst as u64);
     MemView {
         src: src.kind,
         dst: dst.kind,
-        src_alloc: span(&src),
-        dst_alloc: span(&dst),
+        src_alloc: src.alloc,
+        dst_alloc: dst.alloc,
         src_freed: src.freed,
         dst_freed: dst.freed,
     }
 }
 
 /// Checks `call` against the rules in force, with the memory map when it is on.
-#[inline]
+#[inline(always)]
 fn judge(call: &Call, rt: &Runtime) -> Judged {
     let rules = if rt.check.mode == Mode::Off {
         RuleSet::EMPTY
@@ -283,29 +265,33 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
     }
 }
 
-/// [`Route::Record`]: forwards, then records the span if the trace is running; `None`
-/// (before forwarding) when the memory map finds a rule broken, so that the call takes the
-/// pipeline. Neither judging nor recording can change the result: a panic in either is
-/// caught (before the forward it sends the call to the pipeline, after it the result
-/// stands). (Not [`guarded`]: the record path's only cancellation points are in its cold
-/// branches, which hold cancellation off themselves, and this path is the one every traced
-/// call takes.)
+/// [`Route::Record`]: judges the call with the memory map when it is on, forwards, then
+/// records the span if the trace is running. `None` (before forwarding) when the memory
+/// map finds a rule broken, or when a traced call cannot keep its depth (its locals are
+/// gone, or a signal handler interrupted the shim's own code on it), so that the call
+/// takes the pipeline. A traced call reads its depth, and one whose real function may call
+/// other hooked functions ([`crate::abi::types::Hook::nests`]) forwards one level deeper,
+/// so such a nested call is recorded at depth 1 from the process's first call on. Neither
+/// judging nor recording can change the result: a panic in either is caught (before the
+/// forward it sends the call to the pipeline, after it the result stands). (Not
+/// [`guarded`]: the record path's only cancellation points are in its cold branches, which
+/// hold cancellation off themselves, and this path is the one every traced call takes.)
 #[inline(always)]
-pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
+pub fn forward_and_record(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
     let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
         let rt = runtime::get_initialised()?;
         // Read before judging: a write that completes meanwhile makes the memo stale.
         let generation = memmap::generation();
-        match memoised(call, generation) {
+        match memoised(&call, generation) {
             Some(judged) => judged,
             None => {
                 let judged =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(call, rt)))
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(&call, rt)))
                         .ok()?;
                 if !judged.violations.is_empty() {
                     return None;
                 }
-                memoise(call, generation, &judged);
+                memoise(&call, generation, &judged);
                 judged
             }
         }
@@ -316,21 +302,29 @@ pub fn forward_and_record(call: &Call, forward: impl FnOnce() -> c_int) -> Optio
         // Classified for the memory rules only: nothing to record.
         return Some(forward());
     }
+    let local = trace::ring::local()?;
+    let cell = local.place();
+    let saved = cell.get();
+    if saved & BUSY != 0 {
+        return None;
+    }
+    call.depth = saved >> 1;
+    let restore = call.hook.nests().then(|| {
+        cell.set((call.depth + 1) << 1);
+        Restore { cell, saved }
+    });
     let start = clock::now();
-    let timing = device_begin(call, &judged);
+    let timing = device_begin(&call, &judged);
     let ret = forward();
-    device_end(timing, call, ret, &judged, start);
+    device_end(timing, &call, ret, &judged, start);
     let end = clock::now();
-    device_after_wait(call, ret);
+    drop(restore);
+    device_after_wait(&call, ret);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        trace::record(&to_record(
-            call,
-            start,
-            end,
-            ret,
-            &judged,
-            Decision::Forward,
-        ));
+        trace::record_in(
+            Some(local),
+            &to_record(&call, start, end, ret, &judged, Decision::Forward),
+        );
     }));
     Some(ret)
 }
@@ -416,7 +410,8 @@ pub fn call<F: Copy>(
                 timing = device_begin(&call, &plan.judged);
             }
             let forward_start = if pageable { clock::monotonic_ns() } else { 0 };
-            cell.set((call.depth + 1) << 1);
+            let depth = call.depth + u32::from(call.hook.nests());
+            cell.set(depth << 1);
             let ret = forward(f);
             cell.set(call.depth << 1 | BUSY);
             if pageable {
@@ -462,7 +457,10 @@ pub fn call<F: Copy>(
 /// With the device timeline on (SPEC §10), starts timing a copy about to be forwarded.
 #[inline(always)]
 fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
-    if !crate::device::enabled() || call.api != Api::Acl || !call.hook.class().is_async() {
+    if !crate::device::enabled()
+        || call.api != crate::abi::types::Api::Acl
+        || !call.hook.class().is_async()
+    {
         return None;
     }
     guarded(|| crate::device::begin(call, judged.sync)).flatten()
@@ -580,9 +578,6 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
     if runtime::pass_through() {
         return None;
     }
-    if call.api == Api::Hccl && !NESTING.load(Ordering::Relaxed) {
-        NESTING.store(true, Ordering::Relaxed);
-    }
     let start = trace::active().then(clock::now);
     crate::boundary::debug_panic(crate::boundary::Stage::Check);
     let judged = judge(call, rt);
@@ -693,6 +688,7 @@ fn abort(call: &Call, start: Option<u64>, judged: &Judged) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::types::Api;
 
     fn resolve_to_42() -> Option<fn() -> c_int> {
         Some(|| 42)

@@ -183,6 +183,44 @@ impl Classified {
     }
 }
 
+/// What the checks need of one pointer of a copy: its kind, the live allocation around it
+/// as `(start, size)`, and whether it lies in a freed range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Side {
+    pub kind: MemKind,
+    pub alloc: Option<(u64, u64)>,
+    pub freed: bool,
+}
+
+impl Side {
+    pub const UNKNOWN: Side = Side {
+        kind: MemKind::Unknown,
+        alloc: None,
+        freed: false,
+    };
+
+    fn of(c: &Classified) -> Side {
+        Side {
+            kind: c.kind,
+            alloc: c.alloc.map(|a| (a.start, a.size)),
+            freed: c.freed,
+        }
+    }
+
+    /// Kind, freed and "has an allocation" in one word (for the per-thread memo).
+    fn flags(&self) -> u64 {
+        self.kind.code() | u64::from(self.freed) << 3 | u64::from(self.alloc.is_some()) << 4
+    }
+
+    fn from_words(flags: u64, start: u64, size: u64) -> Side {
+        Side {
+            kind: MemKind::from_code(flags & 7),
+            alloc: (flags & 16 != 0).then_some((start, size)),
+            freed: flags & 8 != 0,
+        }
+    }
+}
+
 /// Allocations never freed, per location.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeakSummary {
@@ -500,16 +538,23 @@ static GENERATIONS: AtomicU64 = AtomicU64::new(0);
 /// (odd while being written) makes a signal handler that interrupts an update on the same
 /// thread miss instead of reading a torn answer.
 mod hot {
-    use super::Entry;
+    use super::{Entry, Side};
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed, compiler_fence};
 
     const SLOTS: usize = 8;
     const WORDS: usize = 11;
 
+    /// Words of the pair memo: map, generation, the two pointers, both sides' flags, and
+    /// their allocations' (start, size).
+    const PAIR_WORDS: usize = 9;
+
     pub(super) struct Hot {
         seq: AtomicU64,
         next: AtomicU64,
         slots: [[AtomicU64; WORDS]; SLOTS],
+        /// The last copy's two pointers and what they were, at one generation of one map
+        /// (a map id of 0, the initial value, never matches).
+        pair: [AtomicU64; PAIR_WORDS],
     }
 
     thread_local! {
@@ -518,8 +563,67 @@ mod hot {
                 seq: AtomicU64::new(0),
                 next: AtomicU64::new(0),
                 slots: [const { [const { AtomicU64::new(0) }; WORDS] }; SLOTS],
+                pair: [const { AtomicU64::new(0) }; PAIR_WORDS],
             }
         };
+    }
+
+    /// The sides of the pair `(a, b)` if this thread classified exactly that pair last, at
+    /// `generation` of `map`.
+    #[inline(always)]
+    pub(super) fn get_pair(map: u64, generation: u64, a: u64, b: u64) -> Option<(Side, Side)> {
+        HOT.try_with(|h| {
+            let seq = h.seq.load(Relaxed);
+            if seq & 1 == 1 {
+                return None;
+            }
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            let w = &h.pair;
+            if w[2].load(Relaxed) != a
+                || w[3].load(Relaxed) != b
+                || w[1].load(Relaxed) != generation
+                || w[0].load(Relaxed) != map
+            {
+                return None;
+            }
+            let flags = w[4].load(Relaxed);
+            let sides = (
+                Side::from_words(flags, w[5].load(Relaxed), w[6].load(Relaxed)),
+                Side::from_words(flags >> 8, w[7].load(Relaxed), w[8].load(Relaxed)),
+            );
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            (h.seq.load(Relaxed) == seq).then_some(sides)
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Remembers the sides of the pair `(a, b)` at `generation` of `map`.
+    #[inline]
+    pub(super) fn put_pair(map: u64, generation: u64, a: u64, b: u64, sides: (Side, Side)) {
+        let _ = HOT.try_with(|h| {
+            let seq = h.seq.load(Relaxed);
+            if seq & 1 == 1 {
+                return;
+            }
+            h.seq.store(seq + 1, Relaxed);
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            let w = &h.pair;
+            let (sa, sb) = sides;
+            let (a0, a1) = sa.alloc.unwrap_or((0, 0));
+            let (b0, b1) = sb.alloc.unwrap_or((0, 0));
+            w[0].store(map, Relaxed);
+            w[1].store(generation, Relaxed);
+            w[2].store(a, Relaxed);
+            w[3].store(b, Relaxed);
+            w[4].store(sa.flags() | sb.flags() << 8, Relaxed);
+            w[5].store(a0, Relaxed);
+            w[6].store(a1, Relaxed);
+            w[7].store(b0, Relaxed);
+            w[8].store(b1, Relaxed);
+            compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            h.seq.store(seq + 2, Relaxed);
+        });
     }
 
     /// `Some(answer)` if this thread knows the answer for `ptr` at `generation`.
@@ -690,6 +794,10 @@ impl MemMap {
     fn lookup(&self, ptr: u64) -> Option<Entry> {
         let id = self as *const MemMap as u64;
         let generation = self.generation.load(Ordering::Acquire);
+        if generation == 0 && self.root.load(Ordering::Acquire).is_null() {
+            // Nothing was ever tracked: no entry to find, and nothing to register for.
+            return None;
+        }
         if let Some(hit) = hot::get(id, generation, ptr) {
             return hit;
         }
@@ -736,6 +844,30 @@ impl MemMap {
     #[inline]
     pub fn classify_pair(&self, a: u64, b: u64) -> (Classified, Classified) {
         (self.classify(a), self.classify(b))
+    }
+
+    /// What the checks need of a copy's two pointers (`src`, `dst`): this thread's answer
+    /// for the same pair if no write completed since, else [`MemMap::classify_pair`]'s.
+    #[inline(always)]
+    pub fn sides(&self, src: u64, dst: u64) -> (Side, Side) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return (Side::UNKNOWN, Side::UNKNOWN);
+        }
+        let id = self as *const MemMap as u64;
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(hit) = hot::get_pair(id, generation, src, dst) {
+            return hit;
+        }
+        self.sides_searched(id, generation, src, dst)
+    }
+
+    /// [`MemMap::sides`] when this thread's memo does not answer.
+    #[inline(never)]
+    fn sides_searched(&self, id: u64, generation: u64, src: u64, dst: u64) -> (Side, Side) {
+        let (s, d) = self.classify_pair(src, dst);
+        let sides = (Side::of(&s), Side::of(&d));
+        hot::put_pair(id, generation, src, dst, sides);
+        sides
     }
 
     /// The freed allocation `ptr` lies in (for the `freed` diagnostic; `classify` says
@@ -1379,6 +1511,12 @@ pub fn classify_pair(src: u64, dst: u64) -> (Classified, Classified) {
     MAP.classify_pair(src, dst)
 }
 
+/// What the checks need of a copy's two pointers (hot path: lock-free, no allocation).
+#[inline(always)]
+pub fn sides(src: u64, dst: u64) -> (Side, Side) {
+    MAP.sides(src, dst)
+}
+
 /// Installs the runtime fallback for untracked pointers (`aclrtPointerGetAttributes`).
 pub fn set_attributes_source(f: fn(u64) -> Option<MemKind>) {
     MAP.set_attributes_source(f)
@@ -1527,6 +1665,36 @@ mod tests {
         assert_eq!((a.kind, b.kind), (MemKind::Pinned, MemKind::Device));
         assert_eq!(MemKind::Registered.name(), "registered");
         assert_eq!(MemKind::Pageable.name(), "pageable");
+    }
+
+    /// The per-thread answer for the last pair is the map's own answer, and no longer used
+    /// once an allocation or a free completed (on any map, in any order of pairs).
+    #[test]
+    fn sides_of_a_pair_follow_every_write() {
+        let map = MemMap::new();
+        let other = MemMap::new();
+        assert_eq!(map.sides(0x4000, 0x1000), (Side::UNKNOWN, Side::UNKNOWN));
+        assert!(dev(&map, 0x1000, 0x100));
+        let expect = |m: &MemMap, a: u64, b: u64| {
+            let (x, y) = m.classify_pair(a, b);
+            (Side::of(&x), Side::of(&y))
+        };
+        for _ in 0..2 {
+            let (s, d) = map.sides(0x4000, 0x1080);
+            assert_eq!((s, d), expect(&map, 0x4000, 0x1080));
+            assert_eq!(d.kind, MemKind::Device);
+            assert_eq!(d.alloc, Some((0x1000, 0x100)));
+            assert_eq!(other.sides(0x4000, 0x1080), (Side::UNKNOWN, Side::UNKNOWN));
+        }
+        assert!(map.remove(0x1000).is_some());
+        let (_, d) = map.sides(0x4000, 0x1080);
+        assert!(d.freed && d.alloc.is_none(), "{d:?}");
+        assert!(dev(&map, 0x1000, 0x80));
+        let (_, d) = map.sides(0x4000, 0x1010);
+        assert_eq!((d.freed, d.alloc), (false, Some((0x1000, 0x80))));
+        assert_eq!(map.sides(0x4000, 0x1080), expect(&map, 0x4000, 0x1080));
+        assert_eq!(map.sides(0x1080, 0x1010), expect(&map, 0x1080, 0x1010));
+        assert_eq!(map.sides(0x1010, 0x1080).0.alloc, Some((0x1000, 0x80)));
     }
 
     #[test]

@@ -386,3 +386,52 @@ fn nested_depth_is_per_thread_and_chunked_hccl_copies_nest_every_chunk() {
     assert_eq!(received, top_level_acl + nested.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A hooked ACL function whose real implementation calls another hooked function through
+/// the PLT (the benchmark's no-op runtime builds `aclrtMemcpy` on `aclrtMemcpyAsync`): the
+/// inner call is depth 1, inside its parent's span, from the process's very first call on,
+/// with no HCCL call ever made; the outer one is top-level. Traced, checked, and with the
+/// memory map both on and off (the routes differ).
+#[test]
+fn depth_is_tracked_from_the_first_call_for_acl_calls_nested_in_acl_calls() {
+    let dir = scratch("depth-first-call");
+    let noop = build().out.join("noop");
+    let harness = dir.join("harness");
+    compile(
+        &repo_path("tests/bench/harness.c"),
+        &harness,
+        &[
+            &format!("-L{}", noop.display()),
+            "-Wl,--no-as-needed",
+            "-lascendcl",
+            &format!("-Wl,-rpath,{}", noop.display()),
+        ],
+    );
+    for memmap in ["on", "off"] {
+        let run_dir = dir.join(memmap);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let out = Run::shimmed(&harness, &run_dir)
+            .env("NPUSHIM_MEMMAP", memmap)
+            .args(["--fn", "memcpy", "--calls", "5", "--warmup", "0"])
+            .output();
+        ok(&out);
+        assert_eq!(stderr(&out), "", "memmap={memmap}");
+        let trace = single_trace(&run_dir);
+        let outer: Vec<&Value> = trace.spans_named("aclrtMemcpy").collect();
+        let inner: Vec<&Value> = trace.spans_named("aclrtMemcpyAsync").collect();
+        assert_eq!(outer.len(), 5, "memmap={memmap}");
+        assert_eq!(inner.len(), 5, "memmap={memmap}");
+        let ts = |e: &Value| e["ts"].as_f64().unwrap();
+        let end = |e: &Value| ts(e) + e["dur"].as_f64().unwrap();
+        for (i, (o, n)) in outer.iter().zip(&inner).enumerate() {
+            assert!(o["args"].get("depth").is_none(), "call {i}: {o}");
+            assert_eq!(n["args"]["depth"], 1, "call {i} (memmap={memmap}): {n}");
+            // ts and dur are each printed to the nanosecond: allow one of rounding.
+            assert!(
+                ts(n) >= ts(o) && end(n) <= end(o) + 0.001,
+                "call {i}: {n} inside {o}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -75,7 +75,7 @@ macro_rules! define_exports {
                     };
                     let call = decode($($arg),*);
                     // SAFETY: forwarding the caller's own arguments, unchanged.
-                    match intercept::forward_and_record(&call, || unsafe { f($($arg),*) }) {
+                    match intercept::forward_and_record(call, || unsafe { f($($arg),*) }) {
                         Some(ret) => ret,
                         None => pipeline($($arg),*),
                     }

@@ -157,6 +157,7 @@ pub enum Class {
 
 impl Class {
     /// Copies and sets: calls whose arguments name memory to read or write.
+    #[inline(always)]
     pub const fn moves_memory(self) -> bool {
         matches!(
             self,
@@ -169,6 +170,7 @@ impl Class {
     }
 
     /// Calls that change what memory the program holds (the memory map's writers).
+    #[inline(always)]
     pub const fn manages_memory(self) -> bool {
         matches!(
             self,
@@ -187,6 +189,7 @@ impl Class {
     }
 
     /// Returns before the work is done (subject to `h2h` and `pageable`).
+    #[inline(always)]
     pub const fn is_async(self) -> bool {
         matches!(
             self,
@@ -195,6 +198,7 @@ impl Class {
     }
 
     /// A two-dimensional copy.
+    #[inline(always)]
     pub const fn is_2d(self) -> bool {
         matches!(self, Class::Copy2dAsync | Class::Copy2dSync)
     }
@@ -225,12 +229,25 @@ macro_rules! define_hooks {
             }
 
             /// Which library and enum family it belongs to.
+            #[inline(always)]
             pub const fn api(self) -> Api {
                 match self {
                     $(Hook::$hook => Api::$api,)*
                 }
             }
 
+            /// Whether the real function may call other hooked functions through the PLT
+            /// (HCCL copies issue `aclrtMemcpyAsync`; a synchronous copy may be built on an
+            /// asynchronous one): calls made while it runs are nested (depth + 1). Calls
+            /// made while any other hooked function runs can only come from a signal
+            /// handler that interrupted it, and are not nested in it.
+            #[inline(always)]
+            pub const fn nests(self) -> bool {
+                matches!(self.api(), Api::Hccl)
+                    || matches!(self.class(), Class::CopySync | Class::Copy2dSync)
+            }
+
+            #[inline(always)]
             pub const fn class(self) -> Class {
                 match self {
                     $(Hook::$hook => Class::$class,)*

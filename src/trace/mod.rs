@@ -127,6 +127,13 @@ pub fn state() -> Phase {
 /// calling thread's ring (or, with the `tracing-chrome` sink, becomes a `tracing` event).
 #[inline(always)]
 pub fn record(rec: &Record) {
+    record_in(ring::local(), rec);
+}
+
+/// [`record`], for a caller that already looked up the calling thread's words (`local`:
+/// [`ring::local`]).
+#[inline(always)]
+pub fn record_in(local: Option<&ring::Local>, rec: &Record) {
     match STATE.load(Ordering::Relaxed) {
         RUNNING => {}
         IDLE | STARTING => {
@@ -141,7 +148,8 @@ pub fn record(rec: &Record) {
     if CHROME.load(Ordering::Relaxed) {
         return layer::emit_chrome(rec);
     }
-    push_with(record::RECORD_UNITS as u64, |words| {
+    let current = local.map_or(ring::Current::None, ring::Local::current);
+    push_into(current, record::RECORD_UNITS as u64, |words| {
         words[..record::RECORD_WORDS].copy_from_slice(&rec.to_words());
     });
 }
@@ -174,13 +182,19 @@ fn late() {
     }
 }
 
+/// [`push_into`] the calling thread's own ring, looked up here (records made off the
+/// hooked path, such as the device timeline's).
+pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
+    push_into(ring::current(), units, fill);
+}
+
 /// Stores a record of `units` ring units, filled in place by `fill`, in the calling
 /// thread's ring. If the ring is full the caller waits for the writer (back-pressure) as
 /// long as the writer makes progress; a record that cannot be stored because the writer
 /// stalled is counted as dropped, never lost silently.
 #[inline]
-pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
-    let ring = match ring::current() {
+fn push_into(current: ring::Current, units: u64, fill: impl Fn(&mut [u128])) {
+    let ring = match current {
         ring::Current::Ring(r) => r,
         ring::Current::Full => match wait_for_ring() {
             Some(r) => r,

@@ -264,13 +264,60 @@ pub fn rings() -> impl Iterator<Item = &'static Ring> {
     })
 }
 
-/// Sentinel in `CURRENT` for a thread whose ring was already given up (it is exiting).
+/// Sentinel in `Local::current` for a thread whose ring was already given up (it is exiting).
 const EXITED: *const Ring = ptr::dangling();
 
+/// The calling thread's own words, in one thread-local so that a traced call finds both with
+/// one lookup (from a shared library, each thread-local lookup is a `__tls_get_addr` call).
+pub struct Local {
+    /// The thread's ring: null before its first record.
+    current: Cell<*const Ring>,
+    /// A word the pipeline keeps for the thread (its depth and busy flag); nothing here
+    /// reads it.
+    place: Cell<u32>,
+}
+
+impl Local {
+    /// The pipeline's word for this thread.
+    #[inline]
+    pub fn place(&self) -> &Cell<u32> {
+        &self.place
+    }
+
+    /// This thread's ring, created (or recycled) at its first record.
+    #[inline]
+    pub fn current(&self) -> Current {
+        let p = self.current.get();
+        if p.is_null() {
+            return attach();
+        }
+        match p {
+            EXITED => Current::None,
+            ATTACHING => Current::Reentered,
+            // SAFETY: non-sentinel values of `current` are `&'static Ring`s stored by
+            // `attach`.
+            _ => Current::Ring(unsafe { &*p }),
+        }
+    }
+}
+
 thread_local! {
-    /// The calling thread's ring: null before its first call. Destructor-free, so it stays
-    /// usable while the thread exits and from `atexit` handlers.
-    static CURRENT: Cell<*const Ring> = const { Cell::new(ptr::null()) };
+    /// The calling thread's words. Destructor-free, so they stay usable while the thread
+    /// exits and from `atexit` handlers.
+    static LOCAL: Local = const {
+        Local {
+            current: Cell::new(ptr::null()),
+            place: Cell::new(0),
+        }
+    };
+}
+
+/// The calling thread's words; `None` only if its thread-locals are gone.
+#[inline]
+pub fn local() -> Option<&'static Local> {
+    // SAFETY: the reference is only used by the calling thread while it is alive; `LOCAL`
+    // has no destructor, so its storage outlives every use on the thread.
+    LOCAL.try_with(|l| unsafe { &*(l as *const Local) }).ok()
 }
 
 /// The pthread key whose destructor tells the writer a thread has exited: bit 32 set once
@@ -293,10 +340,10 @@ extern "C" fn on_thread_exit(value: *mut libc::c_void) {
                 }
             }
         }
-        let _ = CURRENT.try_with(|c| c.set(EXITED));
+        let _ = LOCAL.try_with(|l| l.current.set(EXITED));
         ring.state.store(ORPHANED, Ordering::Release);
     } else {
-        let _ = CURRENT.try_with(|c| c.set(EXITED));
+        let _ = LOCAL.try_with(|l| l.current.set(EXITED));
     }
 }
 
@@ -324,7 +371,7 @@ fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// Sentinel in `CURRENT` while the thread is getting its first ring (a signal handler that
+/// Sentinel in `Local::current` while the thread is getting its first ring (a signal handler that
 /// interrupts that must not start another attach on the same thread).
 const ATTACHING: *const Ring = ptr::without_provenance(1);
 
@@ -344,24 +391,18 @@ pub enum Current {
 /// The calling thread's ring, created (or recycled) on its first call.
 #[inline]
 pub fn current() -> Current {
-    let p = CURRENT.try_with(|c| c.get()).unwrap_or(EXITED);
-    if p.is_null() {
-        return attach();
-    }
-    match p {
-        EXITED => Current::None,
-        ATTACHING => Current::Reentered,
-        // SAFETY: non-sentinel values of CURRENT are `&'static Ring`s stored by `attach`.
-        _ => Current::Ring(unsafe { &*p }),
+    match local() {
+        Some(l) => l.current(),
+        None => Current::None,
     }
 }
 
 #[cold]
 fn attach() -> Current {
-    let _ = CURRENT.try_with(|c| c.set(ATTACHING));
+    let _ = LOCAL.try_with(|l| l.current.set(ATTACHING));
     let found = take_ring();
-    let _ = CURRENT.try_with(|c| {
-        c.set(match found {
+    let _ = LOCAL.try_with(|l| {
+        l.current.set(match found {
             Current::Ring(r) => r,
             _ => ptr::null(),
         })
@@ -490,7 +531,7 @@ pub fn note_dropped_without_ring() {
 pub fn fork_child() {
     RINGLESS_DROPS.store(0, Ordering::Relaxed);
     REENTERED.store(0, Ordering::Relaxed);
-    let mine = CURRENT.try_with(|c| c.get()).unwrap_or(ptr::null());
+    let mine = LOCAL.try_with(|l| l.current.get()).unwrap_or(ptr::null());
     let tid = gettid();
     for ring in rings() {
         ring.discard();

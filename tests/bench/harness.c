@@ -19,7 +19,18 @@
  * HOST_TO_DEVICE, non-NULL stream) so a checking interposer takes its common
  * path; nothing ever dereferences them.
  *
- * Usage: harness [--calls N] [--threads T] [--warmup N] [--burst N [--gap-us G]] [--rss]
+ * Usage: harness [--fn F] [--live N] [--calls N] [--threads T] [--warmup N]
+ *                [--burst N [--gap-us G]] [--rss]
+ *   --fn F     the function called: memcpy-async (default), memcpy (aclrtMemcpy),
+ *              d2d (HcclD2DMemcpyAsync), sync-stream (aclrtSynchronizeStream),
+ *              malloc or free (aclrtMalloc + aclrtFree in batches of 256: each
+ *              batch of allocations, then of frees, timed on its own; `malloc`
+ *              reports the allocations' time, `free` the frees').
+ *   --live N   first make N device allocations (aclrtMalloc, 512 bytes) that
+ *              stay live for the whole run, and copy from a pinned buffer
+ *              (aclrtMallocHost) into a device buffer (aclrtMalloc) instead of
+ *              between static buffers: an interposer that keeps a map of the
+ *              program's allocations then classifies against N entries.
  *   --burst N  paced mode: the calls come in bursts of N, each followed by an
  *              idle gap of G microseconds (default 2000); only the bursts are
  *              timed.  This is the cost a program that computes between copies
@@ -42,6 +53,19 @@
 
 #include "acl/acl.h"
 
+/* hccl::DeviceMem's ABI (references are passed as pointers): ptr_ at 0, size_ at 8. */
+struct device_mem {
+    void *ptr;
+    uint64_t size;
+    _Bool owner;
+};
+int HcclD2DMemcpyAsync(void *dispatcher, struct device_mem *dst, const struct device_mem *src, void *stream,
+                       uint32_t remoteUserRank, int linkType);
+
+enum fn { FN_MEMCPY_ASYNC, FN_MEMCPY, FN_D2D, FN_SYNC_STREAM, FN_MALLOC, FN_FREE };
+static const char *const fn_names[] = { "memcpy-async", "memcpy", "d2d", "sync-stream", "malloc", "free" };
+enum { ALLOC_BATCH = 256, ALLOC_BYTES = 4096 };
+
 /* Host-side buffers the copies "use": aligned as the runtime requires. */
 enum { BUF_BYTES = 4096, COPY_BYTES = 1024, MAX_THREADS = 64 };
 static unsigned char src_buf[MAX_THREADS][BUF_BYTES] __attribute__((aligned(64)));
@@ -51,6 +75,8 @@ static char stream_token[MAX_THREADS][64] __attribute__((aligned(64)));
 struct worker {
     pthread_t thread;
     int index;
+    enum fn fn;
+    int live;
     uint64_t calls;
     uint64_t warmup;
     uint64_t burst;
@@ -82,22 +108,141 @@ static __attribute__((noinline)) uint64_t copy_loop(uint64_t n, void *dst, const
     return errors;
 }
 
+static __attribute__((noinline)) uint64_t memcpy_loop(uint64_t n, void *dst, const void *src)
+{
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        aclError ret = aclrtMemcpy(dst, BUF_BYTES, src, COPY_BYTES, ACL_MEMCPY_HOST_TO_DEVICE);
+        errors += (ret != ACL_SUCCESS);
+        __asm__ volatile("" ::: "memory");
+    }
+    return errors;
+}
+
+static __attribute__((noinline)) uint64_t d2d_loop(uint64_t n, struct device_mem *dst, const struct device_mem *src,
+                                                   void *stream)
+{
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        int ret = HcclD2DMemcpyAsync(stream, dst, src, stream, 1, 0);
+        errors += (ret != 0);
+        __asm__ volatile("" ::: "memory");
+    }
+    return errors;
+}
+
+static __attribute__((noinline)) uint64_t sync_loop(uint64_t n, aclrtStream stream)
+{
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        aclError ret = aclrtSynchronizeStream(stream);
+        errors += (ret != ACL_SUCCESS);
+        __asm__ volatile("" ::: "memory");
+    }
+    return errors;
+}
+
+static __attribute__((noinline)) uint64_t malloc_batch(void **ptrs, uint64_t n)
+{
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        aclError ret = aclrtMalloc(&ptrs[i], ALLOC_BYTES, ACL_MEM_MALLOC_HUGE_FIRST);
+        errors += (ret != ACL_SUCCESS);
+        __asm__ volatile("" ::: "memory");
+    }
+    return errors;
+}
+
+static __attribute__((noinline)) uint64_t free_batch(void **ptrs, uint64_t n)
+{
+    uint64_t errors = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        aclError ret = aclrtFree(ptrs[i]);
+        errors += (ret != ACL_SUCCESS);
+        __asm__ volatile("" ::: "memory");
+    }
+    return errors;
+}
+
+/* The `--fn malloc|free` loop: batches of allocations, then of frees; only the half the
+ * run reports is timed into the worker. */
+static uint64_t alloc_free_loop(struct worker *w, uint64_t n, int timed)
+{
+    void *ptrs[ALLOC_BATCH];
+    uint64_t errors = 0;
+    for (uint64_t done = 0; done < n;) {
+        uint64_t b = n - done < ALLOC_BATCH ? n - done : ALLOC_BATCH;
+        uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID), t0 = now_ns(CLOCK_MONOTONIC);
+        errors += malloc_batch(ptrs, b);
+        uint64_t t1 = now_ns(CLOCK_MONOTONIC), c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        errors += free_batch(ptrs, b);
+        uint64_t t2 = now_ns(CLOCK_MONOTONIC), c2 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        if (timed && w->fn == FN_MALLOC) {
+            w->loop_ns += t1 - t0;
+            w->loop_cpu_ns += c1 - c0;
+        } else if (timed) {
+            /* c1 -> c2 also holds the second clock read of the allocations' half. */
+            w->loop_ns += t2 - t1;
+            w->loop_cpu_ns += c2 - c1;
+        }
+        done += b;
+    }
+    return errors;
+}
+
+/* One untimed or timed stretch of n calls of the worker's function. */
+static uint64_t calls_of(struct worker *w, uint64_t n, void *dst, const void *src, aclrtStream stream,
+                         struct device_mem *dmem)
+{
+    switch (w->fn) {
+    case FN_MEMCPY:
+        return memcpy_loop(n, dst, src);
+    case FN_D2D:
+        return d2d_loop(n, &dmem[0], &dmem[1], stream);
+    case FN_SYNC_STREAM:
+        return sync_loop(n, stream);
+    case FN_MALLOC:
+    case FN_FREE:
+        return alloc_free_loop(w, n, 0);
+    case FN_MEMCPY_ASYNC:
+    default:
+        return copy_loop(n, dst, src, stream);
+    }
+}
+
 static void *run_worker(void *arg)
 {
     struct worker *w = arg;
     void *dst = dst_buf[w->index];
     const void *src = src_buf[w->index];
     aclrtStream stream = stream_token[w->index];
+    if (w->live) {
+        /* Copy from pinned host memory into device memory, both allocated through the
+         * runtime (so a map of allocations knows them). */
+        void *d = NULL, *h = NULL;
+        if (aclrtMalloc(&d, BUF_BYTES, ACL_MEM_MALLOC_HUGE_FIRST) != ACL_SUCCESS ||
+            aclrtMallocHost(&h, BUF_BYTES) != ACL_SUCCESS) {
+            fprintf(stderr, "harness: aclrtMalloc/aclrtMallocHost failed\n");
+            exit(1);
+        }
+        dst = d;
+        src = h;
+    }
+    struct device_mem dmem[2] = { { dst, BUF_BYTES, 0 }, { (void *)src, COPY_BYTES, 0 } };
 
     /* Warm-up: first-call initialisation (symbol resolution, an interposer's
      * lazy setup, trace file creation, per-thread buffers) and caches. */
-    copy_loop(w->warmup, dst, src, stream);
+    calls_of(w, w->warmup, dst, src, stream, dmem);
 
     pthread_barrier_wait(w->start);
+    if (w->fn == FN_MALLOC || w->fn == FN_FREE) {
+        w->errors = alloc_free_loop(w, w->calls, 1);
+        return NULL;
+    }
     if (w->burst == 0) {
         uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
         uint64_t t0 = now_ns(CLOCK_MONOTONIC);
-        w->errors = copy_loop(w->calls, dst, src, stream);
+        w->errors = calls_of(w, w->calls, dst, src, stream, dmem);
         uint64_t t1 = now_ns(CLOCK_MONOTONIC);
         uint64_t c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
         w->loop_ns = t1 - t0;
@@ -110,7 +255,7 @@ static void *run_worker(void *arg)
         uint64_t n = w->calls - done < w->burst ? w->calls - done : w->burst;
         uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
         uint64_t t0 = now_ns(CLOCK_MONOTONIC);
-        w->errors += copy_loop(n, dst, src, stream);
+        w->errors += calls_of(w, n, dst, src, stream, dmem);
         uint64_t t1 = now_ns(CLOCK_MONOTONIC);
         uint64_t c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
         w->loop_ns += t1 - t0;
@@ -204,7 +349,11 @@ static uint64_t parse_count(const char *opt, const char *s)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: harness [--calls N] [--threads T] [--warmup N] [--burst N [--gap-us G]] [--rss]\n"
+    fprintf(out, "usage: harness [--fn F] [--live N] [--calls N] [--threads T] [--warmup N] [--burst N [--gap-us G]]"
+                 " [--rss]\n"
+                 "  --fn F       memcpy-async (default), memcpy, d2d, sync-stream, malloc or free\n"
+                 "  --live N     N live device allocations during the run; copies between runtime\n"
+                 "               allocations (pinned host -> device)\n"
                  "  --calls N    calls per thread in the measured loop (default 20M; K/M suffixes)\n"
                  "  --threads T  threads calling concurrently (default 1, max %d)\n"
                  "  --warmup N   calls per thread before timing (default min(calls/10, 1M))\n"
@@ -222,7 +371,8 @@ int main(int argc, char **argv)
     uint64_t warmup = UINT64_MAX;
     long threads = 1;
     int want_rss = 0;
-    uint64_t burst = 0, gap_us = 2000;
+    uint64_t burst = 0, gap_us = 2000, live = 0;
+    enum fn fn = FN_MEMCPY_ASYNC;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -236,6 +386,19 @@ int main(int argc, char **argv)
             burst = parse_count(a, argv[++i]);
         } else if (strcmp(a, "--gap-us") == 0 && i + 1 < argc) {
             gap_us = parse_count(a, argv[++i]);
+        } else if (strcmp(a, "--fn") == 0 && i + 1 < argc) {
+            const char *name = argv[++i];
+            size_t k = 0;
+            while (k < sizeof fn_names / sizeof fn_names[0] && strcmp(fn_names[k], name) != 0)
+                k++;
+            if (k == sizeof fn_names / sizeof fn_names[0]) {
+                fprintf(stderr, "harness: unknown --fn '%s'\n", name);
+                usage(stderr);
+                return 2;
+            }
+            fn = (enum fn)k;
+        } else if (strcmp(a, "--live") == 0 && i + 1 < argc) {
+            live = parse_count(a, argv[++i]);
         } else if (strcmp(a, "--rss") == 0) {
             want_rss = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -254,12 +417,23 @@ int main(int argc, char **argv)
     if (warmup == UINT64_MAX)
         warmup = calls / 10 < 1000000 ? calls / 10 : 1000000;
 
+    /* Allocations that stay live for the whole run (never freed: the process exits). */
+    for (uint64_t k = 0; k < live; k++) {
+        void *p = NULL;
+        if (aclrtMalloc(&p, 512, ACL_MEM_MALLOC_HUGE_FIRST) != ACL_SUCCESS) {
+            fprintf(stderr, "harness: aclrtMalloc failed after %" PRIu64 " live allocations\n", k);
+            return 1;
+        }
+    }
+
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)threads);
     struct worker workers[MAX_THREADS];
     for (long t = 0; t < threads; t++) {
         workers[t] = (struct worker){
             .index = (int)t,
+            .fn = fn,
+            .live = live > 0,
             .calls = calls,
             .warmup = warmup,
             .burst = burst,
@@ -290,8 +464,8 @@ int main(int argc, char **argv)
     uint64_t end_realtime = now_ns(CLOCK_REALTIME);
 
     printf("threads=%ld calls=%" PRIu64 " ns_per_call=%.3f ns_min=%.3f ns_max=%.3f cpu_ns_per_call=%.3f"
-           " errors=%" PRIu64 " end_realtime_ns=%" PRIu64,
-           threads, calls, sum / (double)threads, min, max, cpu_sum / (double)threads, errors, end_realtime);
+           " errors=%" PRIu64 " end_realtime_ns=%" PRIu64 " fn=%s",
+           threads, calls, sum / (double)threads, min, max, cpu_sum / (double)threads, errors, end_realtime, fn_names[fn]);
     if (want_rss) {
         long aux_user, aux_sys;
         aux_thread_cpu(&aux_user, &aux_sys);

@@ -7,7 +7,14 @@
  * or elide the call.  The lifecycle functions a benchmark typically calls
  * around its loop are provided as trivial stand-ins so the same benchmark
  * binary runs against this library or the simulated runtime.
+ *
+ * aclrtMemcpy is built on aclrtMemcpyAsync, called through the PLT (as a
+ * runtime whose synchronous copy queues an asynchronous one would), so an
+ * interposer sees a nested call inside it.  HcclD2DMemcpyAsync (libhccl_plf.so
+ * in a real installation) is here too, as a do-nothing C symbol, so one
+ * library serves every benchmarked function.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -20,6 +27,22 @@ aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t cou
      * call that consumes its arguments, whatever the optimiser does. */
     __asm__ volatile("" : : "r"(dst), "r"(destMax), "r"(src), "r"(count), "r"(kind), "r"(stream) : "memory");
     return ACL_SUCCESS;
+}
+
+aclError aclrtMemcpy(void *dst, size_t destMax, const void *src, size_t count, aclrtMemcpyKind kind)
+{
+    return aclrtMemcpyAsync(dst, destMax, src, count, kind, NULL);
+}
+
+/* hccl::DeviceMem's ABI: ptr_ at 0, size_ at 8 (references are pointers). */
+int HcclD2DMemcpyAsync(void *dispatcher, void *dst, const void *src, void *stream, uint32_t remoteUserRank,
+                       int linkType);
+int HcclD2DMemcpyAsync(void *dispatcher, void *dst, const void *src, void *stream, uint32_t remoteUserRank,
+                       int linkType)
+{
+    __asm__ volatile("" : : "r"(dispatcher), "r"(dst), "r"(src), "r"(stream), "r"(remoteUserRank), "r"(linkType)
+                     : "memory");
+    return 0;
 }
 
 aclError aclInit(const char *configPath)
@@ -63,6 +86,11 @@ aclError aclrtDestroyStream(aclrtStream stream)
 aclError aclrtSynchronizeStream(aclrtStream stream)
 {
     (void)stream;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtSynchronizeDevice(void)
+{
     return ACL_SUCCESS;
 }
 
