@@ -142,7 +142,7 @@ if [ -x /usr/bin/time ]; then TIME_BIN=/usr/bin/time; fi
 # ---------------------------------------------------------------------------
 # Configurations
 # ---------------------------------------------------------------------------
-CONFIGS="direct cint crec disabled checks traced chrome dpaced paced"
+CONFIGS="direct cint crec disabled checks traced chrome dpaced paced devpaced"
 # The other hooked functions, and the memory map, on 1 thread.
 for fn in memcpy d2d sync; do
     CONFIGS="$CONFIGS direct_$fn cint_$fn disabled_$fn checks_$fn traced_$fn"
@@ -157,6 +157,7 @@ LABEL[cint]="C interposer"
 LABEL[crec]="C recorder (C interposer + 2 TSC reads + 64-B record)"
 LABEL[dpaced]="direct, paced"
 LABEL[paced]="npushim, traced, paced"
+LABEL[devpaced]="npushim, traced, paced, device timeline (NPUSHIM_DEVICE=events)"
 LABEL[disabled]="npushim, NPUSHIM_DISABLE=1"
 LABEL[checks]="npushim, checks on, trace off"
 LABEL[traced]="npushim, traced (checks + native trace)"
@@ -170,6 +171,7 @@ ENVS[chrome]="LD_PRELOAD=$SHIM NPUSHIM_CHECK=warn NPUSHIM_TRACE=$TMP/trace-%p.js
 ENVS[crec]="LD_PRELOAD=$CREC"
 ENVS[dpaced]=""
 ENVS[paced]="${ENVS[traced]}"
+ENVS[devpaced]="${ENVS[traced]} NPUSHIM_DEVICE=events"
 CALLS[direct]=$FAST_CALLS
 CALLS[cint]=$FAST_CALLS
 CALLS[disabled]=$FAST_CALLS
@@ -179,8 +181,10 @@ CALLS[chrome]=$CHROME_CALLS
 CALLS[crec]=$FAST_CALLS
 CALLS[dpaced]=$PACED_CALLS
 CALLS[paced]=$PACED_CALLS
+CALLS[devpaced]=$PACED_CALLS
 HARGS[dpaced]="--burst $PACE_BURST --gap-us $PACE_GAP_US"
 HARGS[paced]="${HARGS[dpaced]}"
+HARGS[devpaced]="${HARGS[dpaced]}"
 # The harness's --fn name, and the function callgrind counts in, of each suffix.
 declare -A FN_ARG FN_LOOP FN_NAME
 FN_ARG[memcpy]=memcpy; FN_LOOP[memcpy]=memcpy_loop; FN_NAME[memcpy]=aclrtMemcpy
@@ -366,7 +370,7 @@ if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null 2>&1; then
         toggle=copy_loop
         if [ -n "${FN[$cfg]:-}" ]; then toggle=${FN_LOOP[${FN[$cfg]}]}; fi
         case $cfg in
-            dpaced | paced) continue ;; # the same code path as direct / traced
+            dpaced | paced | devpaced) continue ;; # paced: the same code path as direct / traced
             traced | traced_*) n=5000 ;;
             chrome) n=2000 ;;
             *_malloc | *_free) n=5000 ;;
@@ -585,7 +589,7 @@ EOF
             p="n/a"
             if [ -n "${PROC[$k]:-}" ]; then p="$(med "${PROC[$k]}") ns"; fi
             d="—"
-            case $cfg in traced | traced_* | chrome | paced) d=$(sum_of "${DROPPED[$k]}") ;; esac
+            case $cfg in traced | traced_* | chrome | paced | devpaced) d=$(sum_of "${DROPPED[$k]}") ;; esac
             printf '| %s | %s | %s (%s–%s) | %s× | %+.2f | %s (%s–%s) | %+.2f | %s | %s |\n' \
                 "${LABEL[$cfg]}" "$t" "$w" "$(mn "${WALL[$k]}")" "$(mx "${WALL[$k]}")" "$ratio" "$dwall" \
                 "$c" "$(mn "${CPU[$k]}")" "$(mx "${CPU[$k]}")" "$dcpu" "$p" "$d"
@@ -712,6 +716,7 @@ EOF
         budget_rows "${FN_NAME[$fn]} checks on, trace off ≤ C interposer + 3 ns" "cint_$fn" "checks_$fn" 3
     done
     ratio_rows "traced, paced ≤ 1.75 × C recorder" crec paced 1.75
+    ratio_rows "device timeline on, traced, paced ≤ 1.5 × traced, paced (two event records per copy)" paced devpaced 1.5
     budget_rows "memory map: checks on with $LIVE live allocations ≤ NPUSHIM_MEMMAP=off + 5 ns" \
         checks_live_nomap checks_live 5
     budget_rows "memory map: traced with $LIVE live allocations ≤ NPUSHIM_MEMMAP=off + 5 ns" \
