@@ -253,7 +253,7 @@ impl Config {
         }
         if let Some(v) = get("NPUSHIM_TRACE") {
             let t = v.trim();
-            if t.eq_ignore_ascii_case("off") || t == "0" || t.eq_ignore_ascii_case("none") {
+            if crate::words::trace_off(t) {
                 c.trace = None;
             } else if t.is_empty() {
                 warnings.push(format!(

@@ -47,6 +47,14 @@ macro_rules! word_enum {
 
 pub(crate) use word_enum;
 
+/// True when an `NPUSHIM_TRACE` value is one of the words that turn tracing off (`off`,
+/// `none`, `0`, any case, surrounding blanks ignored). The shim's configuration and
+/// `npushim run` both decide with this.
+pub fn trace_off(value: &str) -> bool {
+    let t = value.trim();
+    t.eq_ignore_ascii_case("off") || t == "0" || t.eq_ignore_ascii_case("none")
+}
+
 /// `a, b or c`: the words of a closed list for an "expected …" message.
 pub fn or_list(words: &[&str]) -> String {
     match words {

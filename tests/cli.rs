@@ -349,6 +349,25 @@ fn run_summary_lists_what_the_run_s_index_names() {
     let output = run_in(&dir, &["run", "--summary", "--", "true"]);
     assert!(stderr(&output).contains("wrote no trace"));
 
+    // The words the shim reads as "tracing off" mean the same here: no index, no summary.
+    for off in ["off", " NONE ", "0"] {
+        let output = run_in(
+            &dir,
+            &[
+                "run",
+                "--summary",
+                "--trace",
+                off,
+                "--",
+                "sh",
+                "-c",
+                "echo \"[$NPUSHIM_RUN_INDEX]\"",
+            ],
+        );
+        assert_eq!(stdout(&output), "[]\n", "{off:?}");
+        assert!(stderr(&output).contains("tracing is off"), "{off:?}");
+    }
+
     // The index is private to the run and gone afterwards.
     let output = run_in(
         &dir,

@@ -158,11 +158,7 @@ pub fn run(options: RunOptions) -> Result<i32, Failure> {
         .clone()
         .or_else(|| std::env::var_os("NPUSHIM_TRACE"))
         .unwrap_or_else(|| OsString::from("npushim-%p.json"));
-    let tracing_off = {
-        let t = template.to_string_lossy();
-        let t = t.trim();
-        t.eq_ignore_ascii_case("off") || t == "0" || t.eq_ignore_ascii_case("none")
-    };
+    let tracing_off = crate::words::trace_off(&template.to_string_lossy());
     let index = if options.summary && !tracing_off {
         Some(RunIndex::create()?)
     } else {
