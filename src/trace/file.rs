@@ -137,22 +137,35 @@ impl fmt::Display for CreateError<'_> {
 /// How many suffixed names are tried before giving up.
 pub const MAX_SUFFIX: u32 = 1000;
 
+/// `path` as a C string on the stack: zeroed past the copied bytes, so NUL-terminated.
+/// Refused if it holds a NUL or leaves no room for the terminating one.
+fn nul_terminated(path: &[u8]) -> Result<[u8; PATH_ROOM], Why> {
+    if path.len() >= PATH_ROOM {
+        return Err(Why::Os(Errno(libc::ENAMETOOLONG)));
+    }
+    if path.contains(&0) {
+        return Err(Why::Nul);
+    }
+    let mut c = [0u8; PATH_ROOM];
+    c[..path.len()].copy_from_slice(path);
+    Ok(c)
+}
+
 /// Creates a new file at `path` or at the first free suffixed name; returns fd and name.
 /// Names are built on the stack; the one returned is the only allocation, made fallibly.
 pub fn create(path: &str) -> Result<(libc::c_int, String), CreateError<'_>> {
     for n in 0..=MAX_SUFFIX {
         let candidate = suffixed(path, n);
         let fail = |why| Err(CreateError { path, n, why });
-        if candidate.is_cut() || candidate.as_bytes().len() >= PATH_ROOM {
+        if candidate.is_cut() {
             return fail(Why::Os(Errno(libc::ENAMETOOLONG)));
         }
-        if candidate.as_bytes().contains(&0) {
-            return fail(Why::Nul);
-        }
-        let mut c_path = [0u8; PATH_ROOM];
-        c_path[..candidate.as_bytes().len()].copy_from_slice(candidate.as_bytes());
-        // SAFETY: `c_path` is NUL-terminated (zeroed past the copied name, which is
-        // shorter than the buffer and has no NUL); open has no other preconditions.
+        let c_path = match nul_terminated(candidate.as_bytes()) {
+            Ok(c) => c,
+            Err(why) => return fail(why),
+        };
+        // SAFETY: `c_path` is NUL-terminated ([`nul_terminated`]); open has no other
+        // preconditions.
         let fd = unsafe {
             libc::open(
                 c_path.as_ptr().cast(),
@@ -198,11 +211,9 @@ pub fn list_in_index(index: &str, path: &str) {
     let fail = |why: &dyn fmt::Display| {
         crate::diag::warn!("cannot list trace file {path} in run index {index}: {why}");
     };
-    let mut c_index = [0u8; PATH_ROOM];
-    if index.len() >= PATH_ROOM || index.as_bytes().contains(&0) {
+    let Ok(c_index) = nul_terminated(index.as_bytes()) else {
         return fail(&"the index path is too long or contains a NUL byte");
-    }
-    c_index[..index.len()].copy_from_slice(index.as_bytes());
+    };
     let mut line = [0u8; 2 * PATH_ROOM + 2];
     let mut len = 0;
     if !path.starts_with('/') {
@@ -223,7 +234,7 @@ pub fn list_in_index(index: &str, path: &str) {
     len += path.len();
     line[len] = b'\n';
     len += 1;
-    // SAFETY: `c_index` is NUL-terminated (zeroed past a shorter name without NUL).
+    // SAFETY: `c_index` is NUL-terminated ([`nul_terminated`]).
     let fd = unsafe {
         libc::open(
             c_index.as_ptr().cast(),
