@@ -278,13 +278,15 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
 /// hold cancellation off themselves, and this path is the one every traced call takes.)
 #[inline(always)]
 pub fn forward_and_record(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
+    // Untraced, this route is here for the memory rules only: nothing to record.
+    let untraced = trace::state() == trace::Phase::Off;
     let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
         let rt = runtime::get_initialised()?;
         // Read before judging: a write that completes meanwhile makes the memo stale.
         let generation = memmap::generation();
         match memo_lookup(&memo_key(&call, generation)) {
             // Untraced, a clean verdict is all there is to know: forward at once.
-            Some(_) if trace::state() == trace::Phase::Off => return Some(forward()),
+            Some(_) if untraced => return Some(forward()),
             Some(word) => unpack_verdict(word),
             None => {
                 let judged =
@@ -300,8 +302,7 @@ pub fn forward_and_record(mut call: Call, forward: impl FnOnce() -> c_int) -> Op
     } else {
         Judged::CLEAN
     };
-    if trace::state() == trace::Phase::Off {
-        // Classified for the memory rules only: nothing to record.
+    if untraced {
         return Some(forward());
     }
     let local = trace::ring::local()?;
