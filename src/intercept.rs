@@ -16,6 +16,7 @@ use crate::boundary::guarded;
 use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
 use crate::memmap::{self, MemKind};
+use crate::memo;
 use crate::runtime::{self, Runtime};
 use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
 use crate::trace::{self, clock};
@@ -24,11 +25,9 @@ use crate::trace::{self, clock};
 const BUSY: u32 = 1;
 
 /// The words a memoised verdict is keyed on: the map's generation and every argument the
-/// memory rules read.
-type MemoKey = [u64; 8];
-
+/// memory rules read (see [`memo`]; the argument checks run before the memo is read).
 #[inline(always)]
-fn memo_key(call: &Call, generation: u64) -> MemoKey {
+fn memo_key(call: &Call, generation: u64) -> memo::Key {
     [
         generation,
         call.dst as u64,
@@ -39,31 +38,6 @@ fn memo_key(call: &Call, generation: u64) -> MemoKey {
         call.height,
         call.hook as u64 | (call.kind as u32 as u64) << 8,
     ]
-}
-
-/// A key no call has (no hook has the index `0xff`).
-const NO_KEY: MemoKey = [0, 0, 0, 0, 0, 0, 0, 0xff];
-
-/// This thread's last clean copy judged with the memory map: its key, what the map said
-/// (see [`pack_verdict`]), and a sequence number that is odd while they are being written
-/// (a signal handler that interrupts the write on this thread then reads no torn memo).
-struct LastClean {
-    seq: Cell<u32>,
-    key: Cell<MemoKey>,
-    verdict: Cell<u64>,
-}
-
-thread_local! {
-    /// A copy loop repeats the same call, and until an allocation, free or registration
-    /// completes somewhere (the map's generation) the answer is the same: the lookups and
-    /// the rules are skipped. Destructor-free.
-    static LAST_CLEAN: LastClean = const {
-        LastClean {
-            seq: Cell::new(0),
-            key: Cell::new(NO_KEY),
-            verdict: Cell::new(0),
-        }
-    };
 }
 
 /// A clean verdict in one word: the two memory kinds, the effective kind if any, sync.
@@ -95,56 +69,18 @@ fn unpack_verdict(word: u64) -> Judged {
     }
 }
 
-/// The packed verdict of `key`, if this thread judged that call clean last.
-#[inline(always)]
-fn memo_lookup(key: &MemoKey) -> Option<u64> {
-    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
-    LAST_CLEAN
-        .try_with(|last| {
-            let seq = last.seq.get();
-            compiler_fence(SeqCst);
-            // SAFETY: a plain read of this thread's own cell; nothing else holds a reference
-            // into it (a signal handler that writes it meanwhile changes `seq`).
-            let held = unsafe { &*last.key.as_ptr() };
-            // Word by word without branching (a slice comparison calls memcmp).
-            let same = held.iter().zip(key).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
-            let verdict = last.verdict.get();
-            compiler_fence(SeqCst);
-            (same && seq & 1 == 0 && last.seq.get() == seq).then_some(verdict)
-        })
-        .ok()
-        .flatten()
-}
-
 /// The memoised judgement of `call` at `generation`, if this thread judged it clean last.
 #[cfg(test)]
 fn memoised(call: &Call, generation: u64) -> Option<Judged> {
-    memo_lookup(&memo_key(call, generation)).map(unpack_verdict)
+    memo::lookup(&memo_key(call, generation)).map(unpack_verdict)
 }
 
 /// Remembers that `call` was judged clean at `generation`.
 #[inline]
 fn memoise(call: &Call, generation: u64, judged: &Judged) {
-    use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
-    let Some(verdict) = pack_verdict(judged) else {
-        return;
-    };
-    let key = memo_key(call, generation);
-    let _ = LAST_CLEAN.try_with(|last| {
-        let s = last.seq.get().wrapping_add(1) | 1;
-        last.seq.set(s);
-        compiler_fence(SeqCst);
-        last.key.set(key);
-        last.verdict.set(verdict);
-        compiler_fence(SeqCst);
-        if last.seq.get() == s {
-            last.seq.set(s.wrapping_add(1));
-        } else {
-            // A signal handler memoised its own copy in the middle of this write: the
-            // memo may be half of each, so it stays unreadable until the next write.
-            last.seq.set(last.seq.get() | 1);
-        }
-    });
+    if let Some(verdict) = pack_verdict(judged) {
+        memo::remember(&memo_key(call, generation), verdict);
+    }
 }
 
 /// This thread's place in the shim, as one word: the depth (how many intercepted calls the
@@ -189,8 +125,16 @@ pub fn route(call: &Call) -> Route {
         || (checking && !check::clean_for(call, rt.check.rules))
     {
         Route::Pipeline
-    } else if traced || memory_rules_apply(call, rt) {
+    } else if traced {
         Route::Record
+    } else if memory_rules_apply(call, rt) {
+        // A copy loop repeats its call: this thread's last clean verdict, if it is this
+        // call's at the map's current generation, is all there is to know.
+        if memo::lookup(&memo_key(call, memmap::generation())).is_some() {
+            Route::Forward
+        } else {
+            Route::Record
+        }
     } else {
         Route::Forward
     }
@@ -284,7 +228,7 @@ pub fn forward_and_record(mut call: Call, forward: impl FnOnce() -> c_int) -> Op
         let rt = runtime::get_initialised()?;
         // Read before judging: a write that completes meanwhile makes the memo stale.
         let generation = memmap::generation();
-        match memo_lookup(&memo_key(&call, generation)) {
+        match memo::lookup(&memo_key(&call, generation)) {
             // Untraced, a clean verdict is all there is to know: forward at once.
             Some(_) if untraced => return Some(forward()),
             Some(word) => unpack_verdict(word),

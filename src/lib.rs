@@ -40,6 +40,7 @@ pub mod fault;
 pub mod instance;
 pub mod intercept;
 pub mod memmap;
+pub mod memo;
 pub mod real;
 pub mod runtime;
 pub mod sync;

@@ -1,0 +1,192 @@
+//! Each thread's last clean verdict: a one-entry memo the copy path reads before anything
+//! else (a copy loop repeats the same call, and until the memory map changes the answer is
+//! the same).
+//!
+//! The memo is read on every checked call, so how it is reached matters as much as what it
+//! holds. A `thread_local!` in a shared library is reached through `__tls_get_addr`, a call
+//! that clobbers every argument register, which turns the export's shortest path (look, then
+//! jump to the real function) into one that saves and restores the caller's six arguments.
+//! On x86-64 Linux the memo therefore lives in the library's static TLS block, reached
+//! with the initial-exec sequence (the thread pointer plus an offset the dynamic linker
+//! fixes at load time: two loads, no call), as allocators built for `LD_PRELOAD` do. The
+//! block is 128 bytes, well within the surplus glibc reserves for libraries loaded later
+//! with `dlopen`. Elsewhere it is an ordinary destructor-free `thread_local!`.
+//!
+//! A sequence number makes the memo safe against a signal handler that runs on the same
+//! thread in the middle of a write: it is odd while a write is in progress and changes with
+//! every write, so a reader that sees it odd, or changed, treats the memo as absent.
+
+use std::cell::Cell;
+use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
+
+/// The words a verdict is keyed on (the caller decides which).
+pub type Key = [u64; 8];
+
+/// One thread's memo. Zeroed memory is an empty memo (`seq` 0 is never a completed write).
+#[repr(C, align(64))]
+pub struct LastClean {
+    seq: Cell<u32>,
+    key: Cell<Key>,
+    verdict: Cell<u64>,
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod slot {
+    use super::LastClean;
+
+    // The thread's memo, in the static TLS block: zero-initialised (`.tbss`), global so
+    // that every codegen unit's copy of `get` reaches it, hidden so that it is not exported.
+    std::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".globl npushim_last_clean",
+        ".hidden npushim_last_clean",
+        ".p2align 6",
+        ".type npushim_last_clean,@object",
+        ".size npushim_last_clean, {size}",
+        "npushim_last_clean:",
+        ".zero {size}",
+        ".popsection",
+        size = const std::mem::size_of::<LastClean>(),
+    );
+
+    /// This thread's memo (valid for the thread's whole life, exit included).
+    #[inline(always)]
+    pub fn get() -> Option<&'static LastClean> {
+        let p: *const LastClean;
+        // SAFETY: the initial-exec TLS sequence of the x86-64 ELF ABI: `%fs:0` holds the
+        // thread pointer, and the GOT slot named by `@GOTTPOFF` holds the (negative) offset
+        // of `npushim_last_clean` from it, filled in by the dynamic linker when the library
+        // is loaded. It only reads memory; the result is the same for the whole thread.
+        unsafe {
+            std::arch::asm!(
+                "mov {p}, qword ptr fs:[0]",
+                "add {p}, qword ptr [rip + npushim_last_clean@GOTTPOFF]",
+                p = out(reg) p,
+                options(pure, readonly, nostack),
+            );
+        }
+        // SAFETY: `p` is this thread's block of `size_of::<LastClean>()` bytes, aligned to
+        // 64, zeroed at thread start (a valid, empty `LastClean`: cells of integers), and
+        // alive until the thread's TLS is freed, after its last instruction. Only this
+        // thread touches it, through `Cell`s.
+        Some(unsafe { &*p })
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod slot {
+    use super::LastClean;
+    use std::cell::Cell;
+
+    thread_local! {
+        static LAST_CLEAN: LastClean = const {
+            LastClean { seq: Cell::new(0), key: Cell::new([0; 8]), verdict: Cell::new(0) }
+        };
+    }
+
+    /// This thread's memo; `None` while its locals are being torn down.
+    #[inline(always)]
+    pub fn get() -> Option<&'static LastClean> {
+        // SAFETY: the reference is used only by this thread, within the current call,
+        // while its locals are alive (they are destructor-free and freed after it returns).
+        LAST_CLEAN
+            .try_with(|m| unsafe { &*(m as *const LastClean) })
+            .ok()
+    }
+}
+
+/// The verdict remembered for `key`, if this thread's last write was for `key`.
+#[inline(always)]
+pub fn lookup(key: &Key) -> Option<u64> {
+    let last = slot::get()?;
+    let seq = last.seq.get();
+    compiler_fence(SeqCst);
+    // SAFETY: a plain read of this thread's own cell; nothing else holds a reference into
+    // it (a signal handler that writes it meanwhile changes `seq`).
+    let held = unsafe { &*last.key.as_ptr() };
+    // Word by word without branching (a slice comparison calls memcmp).
+    let same = held.iter().zip(key).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+    let verdict = last.verdict.get();
+    compiler_fence(SeqCst);
+    (same && seq & 1 == 0 && seq != 0 && last.seq.get() == seq).then_some(verdict)
+}
+
+/// Remembers `verdict` for `key` (replacing the previous entry).
+#[inline]
+pub fn remember(key: &Key, verdict: u64) {
+    let Some(last) = slot::get() else {
+        return;
+    };
+    let s = last.seq.get().wrapping_add(1) | 1;
+    last.seq.set(s);
+    compiler_fence(SeqCst);
+    last.key.set(*key);
+    last.verdict.set(verdict);
+    compiler_fence(SeqCst);
+    if last.seq.get() == s {
+        last.seq.set(s.wrapping_add(1));
+    } else {
+        // A signal handler remembered its own call in the middle of this write: the memo
+        // may be half of each, so it stays unreadable until the next write.
+        last.seq.set(last.seq.get() | 1);
+    }
+}
+
+/// Forgets this thread's entry.
+pub fn clear() {
+    if let Some(last) = slot::get() {
+        last.seq.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_thread_starts_with_an_empty_memo_even_for_a_zero_key() {
+        std::thread::spawn(|| assert_eq!(lookup(&[0; 8]), None))
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn the_memo_answers_its_own_key_only_and_is_per_thread() {
+        let key = [7, 1, 2, 3, 4, 5, 6, 8];
+        remember(&key, 0xabc);
+        assert_eq!(lookup(&key), Some(0xabc));
+        let mut other = key;
+        other[7] = 9;
+        assert_eq!(lookup(&other), None);
+        std::thread::spawn(move || assert_eq!(lookup(&key), None))
+            .join()
+            .unwrap();
+        remember(&other, 1);
+        assert_eq!(lookup(&key), None, "one entry: the last write wins");
+        assert_eq!(lookup(&other), Some(1));
+        clear();
+        assert_eq!(lookup(&other), None);
+    }
+
+    #[test]
+    fn the_sequence_word_wraps_without_a_false_hit() {
+        let key = [1; 8];
+        let last = slot::get().unwrap();
+        last.seq.set(u32::MAX - 1);
+        remember(&key, 5);
+        assert_eq!(last.seq.get(), 0, "u32::MAX, then wraps to 0");
+        assert_eq!(
+            lookup(&key),
+            None,
+            "0 reads as empty: a miss, never a wrong hit"
+        );
+        remember(&key, 6);
+        assert_eq!(lookup(&key), Some(6));
+    }
+
+    #[test]
+    fn the_block_is_the_size_the_tls_section_reserves() {
+        assert_eq!(std::mem::size_of::<LastClean>(), 128);
+        assert_eq!(std::mem::align_of::<LastClean>(), 64);
+    }
+}
