@@ -45,4 +45,5 @@ pub mod real;
 pub mod runtime;
 pub mod sync;
 pub mod trace;
+pub mod tls;
 pub mod words;

@@ -2,15 +2,9 @@
 //! else (a copy loop repeats the same call, and until the memory map changes the answer is
 //! the same).
 //!
-//! The memo is read on every checked call, so how it is reached matters as much as what it
-//! holds. A `thread_local!` in a shared library is reached through `__tls_get_addr`, a call
-//! that clobbers every argument register, which turns the export's shortest path (look, then
-//! jump to the real function) into one that saves and restores the caller's six arguments.
-//! On x86-64 Linux the memo therefore lives in the library's static TLS block, reached
-//! with the initial-exec sequence (the thread pointer plus an offset the dynamic linker
-//! fixes at load time: two loads, no call), as allocators built for `LD_PRELOAD` do. The
-//! block is 128 bytes, well within the surplus glibc reserves for libraries loaded later
-//! with `dlopen`. Elsewhere it is an ordinary destructor-free `thread_local!`.
+//! The memo is read on every checked call, before anything else: it lives in static TLS
+//! ([`crate::static_tls!`]), reached without a call, so that a hit forwards from the export
+//! without saving the caller's arguments.
 //!
 //! A sequence number makes the memo safe against a signal handler that runs on the same
 //! thread in the middle of a write: it is odd while a write is in progress and changes with
@@ -30,68 +24,12 @@ pub struct LastClean {
     verdict: Cell<u64>,
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod slot {
     use super::LastClean;
 
-    // The thread's memo, in the static TLS block: zero-initialised (`.tbss`), global so
-    // that every codegen unit's copy of `get` reaches it, hidden so that it is not exported.
-    std::arch::global_asm!(
-        ".pushsection .tbss,\"awT\",@nobits",
-        ".globl npushim_last_clean",
-        ".hidden npushim_last_clean",
-        ".p2align 6",
-        ".type npushim_last_clean,@object",
-        ".size npushim_last_clean, {size}",
-        "npushim_last_clean:",
-        ".zero {size}",
-        ".popsection",
-        size = const std::mem::size_of::<LastClean>(),
-    );
-
-    /// This thread's memo (valid for the thread's whole life, exit included).
-    #[inline(always)]
-    pub fn get() -> Option<&'static LastClean> {
-        let p: *const LastClean;
-        // SAFETY: the initial-exec TLS sequence of the x86-64 ELF ABI: `%fs:0` holds the
-        // thread pointer, and the GOT slot named by `@GOTTPOFF` holds the (negative) offset
-        // of `npushim_last_clean` from it, filled in by the dynamic linker when the library
-        // is loaded. It only reads memory; the result is the same for the whole thread.
-        unsafe {
-            std::arch::asm!(
-                "mov {p}, qword ptr fs:[0]",
-                "add {p}, qword ptr [rip + npushim_last_clean@GOTTPOFF]",
-                p = out(reg) p,
-                options(pure, readonly, nostack),
-            );
-        }
-        // SAFETY: `p` is this thread's block of `size_of::<LastClean>()` bytes, aligned to
-        // 64, zeroed at thread start (a valid, empty `LastClean`: cells of integers), and
-        // alive until the thread's TLS is freed, after its last instruction. Only this
-        // thread touches it, through `Cell`s.
-        Some(unsafe { &*p })
-    }
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-mod slot {
-    use super::LastClean;
-    use std::cell::Cell;
-
-    thread_local! {
-        static LAST_CLEAN: LastClean = const {
-            LastClean { seq: Cell::new(0), key: Cell::new([0; 8]), verdict: Cell::new(0) }
-        };
-    }
-
-    /// This thread's memo; `None` while its locals are being torn down.
-    #[inline(always)]
-    pub fn get() -> Option<&'static LastClean> {
-        // SAFETY: the reference is used only by this thread, within the current call,
-        // while its locals are alive (they are destructor-free and freed after it returns).
-        LAST_CLEAN
-            .try_with(|m| unsafe { &*(m as *const LastClean) })
-            .ok()
+    crate::static_tls! {
+        /// This thread's memo.
+        unsafe pub fn get() -> LastClean = npushim_last_clean;
     }
 }
 

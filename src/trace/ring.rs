@@ -292,8 +292,8 @@ pub fn rings() -> impl Iterator<Item = &'static Ring> {
 /// Sentinel in `Local::current` for a thread whose ring was already given up (it is exiting).
 const EXITED: *const Ring = ptr::dangling();
 
-/// The calling thread's own words, in one thread-local so that a traced call finds both with
-/// one lookup (from a shared library, each thread-local lookup is a `__tls_get_addr` call).
+/// The calling thread's own words, together so that a traced call finds both at once.
+/// All-zero is a thread that has no ring yet and is in no call.
 pub struct Local {
     /// The thread's ring: null before its first record.
     current: Cell<*const Ring>,
@@ -326,23 +326,11 @@ impl Local {
     }
 }
 
-thread_local! {
-    /// The calling thread's words. Destructor-free, so they stay usable while the thread
-    /// exits and from `atexit` handlers.
-    static LOCAL: Local = const {
-        Local {
-            current: Cell::new(ptr::null()),
-            place: Cell::new(0),
-        }
-    };
-}
-
-/// The calling thread's words; `None` only if its thread-locals are gone.
-#[inline]
-pub fn local() -> Option<&'static Local> {
-    // SAFETY: the reference is only used by the calling thread while it is alive; `LOCAL`
-    // has no destructor, so its storage outlives every use on the thread.
-    LOCAL.try_with(|l| unsafe { &*(l as *const Local) }).ok()
+crate::static_tls! {
+    /// The calling thread's words (static TLS, destructor-free: usable while the thread
+    /// exits and from `atexit` handlers; `None` only where they live in an ordinary
+    /// thread-local that is being torn down).
+    unsafe pub fn local() -> Local = npushim_ring_local;
 }
 
 /// The pthread key whose destructor tells the writer a thread has exited: bit 32 set once
@@ -365,10 +353,14 @@ extern "C" fn on_thread_exit(value: *mut libc::c_void) {
                 }
             }
         }
-        let _ = LOCAL.try_with(|l| l.current.set(EXITED));
+        if let Some(l) = local() {
+            l.current.set(EXITED);
+        }
         ring.state.store(ORPHANED, Ordering::Release);
     } else {
-        let _ = LOCAL.try_with(|l| l.current.set(EXITED));
+        if let Some(l) = local() {
+            l.current.set(EXITED);
+        }
     }
 }
 
@@ -424,14 +416,16 @@ pub fn current() -> Current {
 
 #[cold]
 fn attach() -> Current {
-    let _ = LOCAL.try_with(|l| l.current.set(ATTACHING));
+    if let Some(l) = local() {
+        l.current.set(ATTACHING);
+    }
     let found = take_ring();
-    let _ = LOCAL.try_with(|l| {
+    if let Some(l) = local() {
         l.current.set(match found {
             Current::Ring(r) => r,
             _ => ptr::null(),
-        })
-    });
+        });
+    }
     found
 }
 
@@ -556,7 +550,7 @@ pub fn note_dropped_without_ring() {
 pub fn fork_child() {
     RINGLESS_DROPS.store(0, Ordering::Relaxed);
     REENTERED.store(0, Ordering::Relaxed);
-    let mine = LOCAL.try_with(|l| l.current.get()).unwrap_or(ptr::null());
+    let mine = local().map_or(ptr::null(), |l| l.current.get());
     let tid = gettid();
     for ring in rings() {
         ring.discard();
