@@ -15,7 +15,7 @@ use crate::abi::types::Call;
 use crate::boundary::guarded;
 use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
-use crate::memmap::{self, MemKind};
+use crate::memmap;
 use crate::memo;
 use crate::runtime::{self, Runtime};
 use crate::trace::record::{FLAG_EFFECTIVE_KIND, FLAG_SYNC, FaultTag, Record, mem_code};
@@ -40,45 +40,84 @@ fn memo_key(call: &Call, generation: u64) -> memo::Key {
     ]
 }
 
-/// A clean verdict in one word: the two memory kinds, the effective kind if any, sync.
-fn pack_verdict(judged: &Judged) -> Option<u64> {
-    let view = judged.view?;
-    let effective = match judged.effective_kind {
-        Some(k) => (k as u32 as u64) << 32 | 1 << 16,
-        None => 0,
-    };
-    Some(
-        mem_code(view.src) as u64
-            | (mem_code(view.dst) as u64) << 8
-            | effective
-            | (judged.sync as u64) << 17,
-    )
-}
+/// What a judgement puts in the call's record, in one word (also the memo's verdict): the
+/// record's `mem` byte (bits 0–7), its flags ([`FLAG_SYNC`], [`FLAG_EFFECTIVE_KIND`]; bits
+/// 8–15), [`RecordBits::CLASSIFIED`] and the effective kind (bits 32–63).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordBits(u64);
 
-fn unpack_verdict(word: u64) -> Judged {
-    let kind = |code: u64| crate::trace::record::mem_kind(code as u8).unwrap_or(MemKind::Unknown);
-    Judged {
-        violations: RuleSet::EMPTY,
-        view: Some(MemView {
-            src: kind(word & 0xff),
-            dst: kind(word >> 8 & 0xff),
-            ..MemView::UNKNOWN
-        }),
-        effective_kind: (word >> 16 & 1 != 0).then_some((word >> 32) as u32 as i32),
-        sync: word >> 17 & 1 != 0,
+impl RecordBits {
+    /// Set once the memory map classified the call (never 0 then: a valid memo word).
+    const CLASSIFIED: u64 = 1 << 16;
+    const NONE: RecordBits = RecordBits(0);
+
+    fn classified(call: &Call, view: &MemView, effective_kind: Option<i32>, sync: bool) -> Self {
+        // A set has no source.
+        let src = if call.hook.class() == crate::abi::types::Class::SetAsync {
+            0
+        } else {
+            mem_code(view.src)
+        };
+        let mut flags = 0;
+        if sync {
+            flags |= FLAG_SYNC;
+        }
+        if effective_kind.is_some() {
+            flags |= FLAG_EFFECTIVE_KIND;
+        }
+        RecordBits(
+            (src | mem_code(view.dst) << 4) as u64
+                | (flags as u64) << 8
+                | Self::CLASSIFIED
+                | (effective_kind.unwrap_or(0) as u32 as u64) << 32,
+        )
+    }
+
+    fn mem(self) -> u8 {
+        self.0 as u8
+    }
+
+    fn flags(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+
+    fn effective_kind_raw(self) -> i32 {
+        (self.0 >> 32) as u32 as i32
+    }
+
+    fn effective_kind(self) -> Option<i32> {
+        (self.flags() & FLAG_EFFECTIVE_KIND != 0).then_some(self.effective_kind_raw())
+    }
+
+    fn sync(self) -> bool {
+        self.flags() & FLAG_SYNC != 0
+    }
+
+    /// The memo word of a clean, classified judgement.
+    fn memo_word(self) -> Option<u64> {
+        (self.0 & Self::CLASSIFIED != 0).then_some(self.0)
+    }
+
+    /// A clean judgement from a memo word (see [`RecordBits::memo_word`]).
+    fn from_memo(word: u64) -> Judged {
+        Judged {
+            violations: RuleSet::EMPTY,
+            view: None,
+            bits: RecordBits(word),
+        }
     }
 }
 
 /// The memoised judgement of `call` at `generation`, if this thread judged it clean last.
 #[cfg(test)]
 fn memoised(call: &Call, generation: u64) -> Option<Judged> {
-    memo::lookup(&memo_key(call, generation)).map(unpack_verdict)
+    memo::lookup(&memo_key(call, generation)).map(RecordBits::from_memo)
 }
 
 /// Remembers that `call` was judged clean at `generation`.
 #[inline]
 fn memoise(call: &Call, generation: u64, judged: &Judged) {
-    if let Some(verdict) = pack_verdict(judged) {
+    if let Some(verdict) = judged.bits.memo_word() {
         memo::remember(&memo_key(call, generation), verdict);
     }
 }
@@ -98,12 +137,13 @@ fn place_cell() -> Option<&'static Cell<u32>> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     /// Nothing: forward at once (no trace being written, no fault rule, no broken rule,
-    /// no memory rule to apply).
+    /// no memory rule to apply, or this thread's memo says the call is clean).
     Forward,
     /// The memory map's rules, then, when the trace is running, a span: forward (between
     /// two clock reads if traced, one level deeper if the hook nests), skipping the
     /// pipeline's fault stage (no fault rule is active; the arguments break no rule).
-    Record,
+    /// Carries this thread's memo word for the call (0: none, judge it).
+    Record(u64),
     /// The whole pipeline.
     Pipeline,
 }
@@ -124,46 +164,57 @@ pub fn route(call: &Call) -> Route {
         || call.hook.class().manages_memory()
         || (checking && !check::clean_for(call, rt.check.rules))
     {
-        Route::Pipeline
-    } else if traced {
-        Route::Record
-    } else if memory_rules_apply(call, rt) {
-        // A copy loop repeats its call: this thread's last clean verdict, if it is this
-        // call's at the map's current generation, is all there is to know.
-        if memo::lookup(&memo_key(call, memmap::generation())).is_some() {
-            Route::Forward
-        } else {
-            Route::Record
-        }
-    } else {
-        Route::Forward
+        return Route::Pipeline;
     }
+    // A copy loop repeats its call: this thread's last clean verdict, if it is this call's
+    // at the map's current generation, is all there is to know (read here, while the
+    // arguments are still in registers).
+    if traced {
+        Route::Record(if classifies(call) {
+            memoised_word(call).unwrap_or(0)
+        } else {
+            0
+        })
+    } else if !memory_rules_apply(call, rt) || memoised_word(call).is_some() {
+        Route::Forward
+    } else {
+        Route::Record(0)
+    }
+}
+
+/// This thread's memo word for `call` at the map's current generation, if any.
+#[inline(always)]
+fn memoised_word(call: &Call) -> Option<u64> {
+    memo::lookup(&memo_key(call, memmap::generation()))
+}
+
+/// Whether the memory map classifies `call` (its record then says what memory it moved).
+#[inline(always)]
+fn classifies(call: &Call) -> bool {
+    call.hook.class().moves_memory() && memmap::is_enabled()
 }
 
 /// Whether `call` must be classified for a memory rule even when nothing is traced.
 #[inline(always)]
 fn memory_rules_apply(call: &Call, rt: &Runtime) -> bool {
-    rt.check.mode != Mode::Off
-        && (rt.check.rules.0 & RuleSet::MEMORY.0) != 0
-        && call.hook.class().moves_memory()
-        && memmap::is_enabled()
+    rt.check.mode != Mode::Off && (rt.check.rules.0 & RuleSet::MEMORY.0) != 0 && classifies(call)
 }
 
 /// What the checks found for one call, with where its memory lives (SPEC §4, §9).
 #[derive(Clone, Copy, Debug)]
 struct Judged {
     violations: RuleSet,
+    /// The map's full answer, for diagnostics (`None` when not classified, or when the
+    /// judgement came from the memo).
     view: Option<MemView>,
-    effective_kind: Option<i32>,
-    sync: bool,
+    bits: RecordBits,
 }
 
 impl Judged {
     const CLEAN: Judged = Judged {
         violations: RuleSet::EMPTY,
         view: None,
-        effective_kind: None,
-        sync: false,
+        bits: RecordBits::NONE,
     };
 }
 
@@ -189,14 +240,13 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
     } else {
         rt.check.rules
     };
-    if memmap::is_enabled() && call.hook.class().moves_memory() {
+    if classifies(call) {
         let view = memview(call);
         let m = check::check_with_memory(call, &view, rules);
         return Judged {
             violations: m.violations,
             view: Some(view),
-            effective_kind: m.effective_kind,
-            sync: m.sync,
+            bits: RecordBits::classified(call, &view, m.effective_kind, m.sync),
         };
     }
     Judged {
@@ -221,28 +271,26 @@ fn judge(call: &Call, rt: &Runtime) -> Judged {
 /// [`guarded`]: the record path's only cancellation points are in its cold branches, which
 /// hold cancellation off themselves, and this path is the one every traced call takes.)
 #[inline(always)]
-pub fn forward_and_record(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
+pub fn forward_and_record(
+    mut call: Call,
+    memo: u64,
+    forward: impl FnOnce() -> c_int,
+) -> Option<c_int> {
     // Untraced, this route is here for the memory rules only: nothing to record.
     let untraced = trace::state() == trace::Phase::Off;
-    let judged = if memmap::is_enabled() && call.hook.class().moves_memory() {
+    let judged = if memo != 0 {
+        RecordBits::from_memo(memo)
+    } else if classifies(&call) {
         let rt = runtime::get_initialised()?;
         // Read before judging: a write that completes meanwhile makes the memo stale.
         let generation = memmap::generation();
-        match memo::lookup(&memo_key(&call, generation)) {
-            // Untraced, a clean verdict is all there is to know: forward at once.
-            Some(_) if untraced => return Some(forward()),
-            Some(word) => unpack_verdict(word),
-            None => {
-                let judged =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(&call, rt)))
-                        .ok()?;
-                if !judged.violations.is_empty() {
-                    return None;
-                }
-                memoise(&call, generation, &judged);
-                judged
-            }
+        let judged =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(&call, rt))).ok()?;
+        if !judged.violations.is_empty() {
+            return None;
         }
+        memoise(&call, generation, &judged);
+        judged
     } else {
         Judged::CLEAN
     };
@@ -410,7 +458,7 @@ fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
     {
         return None;
     }
-    guarded(|| crate::device::begin(call, judged.sync)).flatten()
+    guarded(|| crate::device::begin(call, judged.bits.sync())).flatten()
 }
 
 /// Hands a timed copy to the device timeline once the real call returned (before the
@@ -425,7 +473,7 @@ fn device_end(
     start: u64,
 ) {
     if let Some(t) = timing {
-        let kind = judged.effective_kind;
+        let kind = judged.bits.effective_kind();
         let _ = guarded(|| crate::device::end(t, call, ret, kind, start));
     }
 }
@@ -570,28 +618,13 @@ fn to_record(
     decision: Decision,
 ) -> Record {
     let (fault, fault_arg) = FaultTag::of(decision);
-    let mut flags = 0;
-    if judged.sync {
-        flags |= FLAG_SYNC;
-    }
-    if judged.effective_kind.is_some() {
-        flags |= FLAG_EFFECTIVE_KIND;
-    }
     Record {
         hook: call.hook as u8,
         depth: call.depth.min(u8::MAX as u32) as u8,
         fault: fault as u8,
-        flags,
-        mem: judged.view.map_or(0, |v| {
-            // A set has no source.
-            let src = if call.hook.class() == crate::abi::types::Class::SetAsync {
-                0
-            } else {
-                mem_code(v.src)
-            };
-            src | mem_code(v.dst) << 4
-        }),
-        effective_kind: judged.effective_kind.unwrap_or(0),
+        flags: judged.bits.flags(),
+        mem: judged.bits.mem(),
+        effective_kind: judged.bits.effective_kind_raw(),
         violations: judged.violations.0,
         ret,
         kind: call.kind,
@@ -636,6 +669,7 @@ fn abort(call: &Call, start: Option<u64>, judged: &Judged) -> ! {
 mod tests {
     use super::*;
     use crate::abi::types::Api;
+    use crate::memmap::MemKind;
 
     fn resolve_to_42() -> Option<fn() -> c_int> {
         Some(|| 42)
@@ -657,29 +691,51 @@ mod tests {
 
     #[test]
     fn a_memoised_verdict_comes_back_as_judged() {
-        for (src, dst, effective_kind, sync) in [
-            (MemKind::Pinned, MemKind::Device, None, false),
-            (MemKind::Pageable, MemKind::Device, Some(1), true),
-            (MemKind::Registered, MemKind::Unknown, Some(0), false),
+        let copy = Call::new(Api::Acl);
+        let set = Call::of(crate::abi::types::Hook::AclrtMemsetAsync);
+        for (call, src, dst, effective_kind, sync, mem) in [
+            (copy, MemKind::Pinned, MemKind::Device, None, false, 0x12),
+            (
+                copy,
+                MemKind::Pageable,
+                MemKind::Device,
+                Some(1),
+                true,
+                0x14,
+            ),
+            (
+                copy,
+                MemKind::Registered,
+                MemKind::Unknown,
+                Some(0),
+                false,
+                0x53,
+            ),
+            (set, MemKind::Pageable, MemKind::Device, None, false, 0x10),
         ] {
-            let judged = Judged {
-                violations: RuleSet::EMPTY,
-                view: Some(MemView {
-                    src,
-                    dst,
-                    ..MemView::UNKNOWN
-                }),
-                effective_kind,
-                sync,
+            let view = MemView {
+                src,
+                dst,
+                ..MemView::UNKNOWN
             };
-            let back = unpack_verdict(pack_verdict(&judged).unwrap());
-            let view = back.view.unwrap();
-            assert_eq!((view.src, view.dst), (src, dst));
-            assert_eq!((back.effective_kind, back.sync), (effective_kind, sync));
+            let bits = RecordBits::classified(&call, &view, effective_kind, sync);
+            let back = RecordBits::from_memo(bits.memo_word().unwrap());
+            assert_eq!(
+                back.bits.mem(),
+                mem,
+                "src in the low nibble; a set has none"
+            );
+            assert_eq!(back.bits.effective_kind(), effective_kind);
+            assert_eq!(back.bits.sync(), sync);
+            assert_eq!(
+                back.bits.flags() & FLAG_SYNC != 0,
+                sync,
+                "the record's own flag"
+            );
             assert!(back.violations.is_empty());
         }
         assert_eq!(
-            pack_verdict(&Judged::CLEAN),
+            Judged::CLEAN.bits.memo_word(),
             None,
             "nothing classified: no memo"
         );
@@ -695,12 +751,14 @@ mod tests {
             kind: 1,
             ..Call::new(Api::Acl)
         };
+        let view = MemView {
+            src: MemKind::Pinned,
+            dst: MemKind::Device,
+            ..MemView::UNKNOWN
+        };
         let judged = Judged {
-            view: Some(MemView {
-                src: MemKind::Pinned,
-                dst: MemKind::Device,
-                ..MemView::UNKNOWN
-            }),
+            view: Some(view),
+            bits: RecordBits::classified(&call, &view, None, false),
             ..Judged::CLEAN
         };
         memoise(&call, 7, &judged);

@@ -44,6 +44,6 @@ pub mod memo;
 pub mod real;
 pub mod runtime;
 pub mod sync;
-pub mod trace;
 pub mod tls;
+pub mod trace;
 pub mod words;

@@ -69,13 +69,13 @@ macro_rules! define_exports {
                 /// [`Route::Record`], out of line with the export's own signature, so
                 /// that every path of the export ends in a tail call.
                 #[inline(never)]
-                fn record($($arg: $ty),*) -> c_int {
+                fn record($($arg: $ty,)* memo: u64) -> c_int {
                     let Some(f) = if_resolved() else {
                         return pipeline($($arg),*);
                     };
                     let call = decode($($arg),*);
                     // SAFETY: forwarding the caller's own arguments, unchanged.
-                    match intercept::forward_and_record(call, || unsafe { f($($arg),*) }) {
+                    match intercept::forward_and_record(call, memo, || unsafe { f($($arg),*) }) {
                         Some(ret) => ret,
                         None => pipeline($($arg),*),
                     }
@@ -104,7 +104,7 @@ macro_rules! define_exports {
                             return unsafe { f($($arg),*) };
                         }
                     }
-                    Route::Record => return record($($arg),*),
+                    Route::Record(memo) => return record($($arg,)* memo),
                     Route::Pipeline => {}
                 }
                 pipeline($($arg),*)

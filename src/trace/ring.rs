@@ -171,9 +171,7 @@ impl Ring {
             let p = self.slots[(pos & MASK) as usize].get().cast::<i8>();
             // SAFETY: a prefetch has no architectural effect (it cannot fault); `p` points
             // into the ring's mapping anyway.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p)
-            };
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p) };
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = pos;
