@@ -168,9 +168,13 @@ impl Ring {
     fn prefetch_for_write(&self, pos: u64) {
         #[cfg(target_arch = "x86_64")]
         {
-            let p = self.slots[(pos & MASK) as usize].get().cast::<i8>();
+            let p = self
+                .slots
+                .as_ptr()
+                .wrapping_add((pos & MASK) as usize)
+                .cast::<i8>();
             // SAFETY: a prefetch has no architectural effect (it cannot fault); `p` points
-            // into the ring's mapping anyway.
+            // into the ring's mapping anyway (`pos & MASK` < CAPACITY).
             unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p) };
         }
         #[cfg(not(target_arch = "x86_64"))]
