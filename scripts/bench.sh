@@ -753,21 +753,20 @@ EOF
   machine, with nothing else: $(calc "$(med "${CPU[crec,1]}") - $(med "${CPU[direct,1]}")" 1) ns over a direct call here
   (CPU medians). On a virtual machine a TSC read costs several times what it does on bare
   metal, and this floor moves with it.
-- **The memory map.** A traced copy (and every call that takes the whole pipeline)
-  classifies its two pointers and applies the location/kind table of SPEC §9; this thread's
-  answer for the pair it classified last is reused while no allocation or free completes.
-  With the trace off, a copy whose arguments pass the checks is forwarded without
-  consulting the map, so the "checks on, trace off" memory-map rows differ by nothing but
-  noise, and the map's rules (\`pageable\`, \`location\`, \`direction\`, \`bounds\`,
-  \`freed\`) are not applied to such calls (a gap against SPEC §4, which applies them to
-  every copy); the traced pair of rows gives the classification's cost.
+- **The memory map.** A copy is classified (its two pointers looked up, the location/kind
+  table of SPEC §9 and the memory rules applied) whenever the map is on and checks or the
+  trace need it. A copy loop repeats one call, so each thread keeps its last clean verdict,
+  keyed on the call's arguments and the map's write generation, in the library's static
+  TLS block: the export reads it while the arguments are still in registers and, with the
+  trace off, forwards at once on a hit. The memory-map rows give what is left of the
+  classification's cost with $LIVE allocations live.
 - **The pipeline.** A traced \`aclrtMemcpyAsync\` with valid arguments takes the short
-  route: the argument checks, the memory map's classification of both pointers (this
-  thread's cache of recent answers, or a lock-free search) and the location/kind table of
-  SPEC §9, the depth bookkeeping (one thread-local word, so that a hooked function the real
+  route: the argument checks, the memo (or, on a miss, the map's lock-free lookup and the
+  rules), the depth bookkeeping (one static-TLS word, so that a hooked function the real
   one calls is recorded at depth 1), two TSC reads around the real call, and one 128-byte
-  record copied into the thread's ring. The callgrind table gives its instructions as a
-  multiple of the C recorder's.
+  record copied into the thread's ring, whose next lines are prefetched for writing (the
+  writer thread last read them on another core). The callgrind table gives its
+  instructions as a multiple of the C recorder's.
 - **Allocations and frees.** A successful allocation or free takes the whole pipeline and
   a copy-on-write update of the map (one chunk of up to 24 entries, now and then the top
   array), with $LIVE other allocations live: the callgrind table gives its instructions
