@@ -1,6 +1,8 @@
-//! Each thread's last clean verdict: a one-entry memo the copy path reads before anything
+//! Each thread's last clean verdicts: a two-entry memo the copy path reads before anything
 //! else (a copy loop repeats the same call, and until the memory map changes the answer is
-//! the same).
+//! the same). Two entries, most recent first, because a synchronous copy whose runtime
+//! issues an asynchronous one (`aclrtMemcpy` over `aclrtMemcpyAsync`) is two calls per
+//! iteration; one entry would make each evict the other.
 //!
 //! The memo is read on every checked call, before anything else: it lives in static TLS
 //! ([`crate::static_tls!`]), reached without a call, so that a hit forwards from the export
@@ -20,8 +22,28 @@ pub type Key = [u64; 8];
 #[repr(C, align(64))]
 pub struct LastClean {
     seq: Cell<u32>,
+    /// The most recent entry first.
+    entries: [Entry; 2],
+}
+
+#[repr(C)]
+struct Entry {
     key: Cell<Key>,
     verdict: Cell<u64>,
+}
+
+impl Entry {
+    /// The entry's verdict if it is `key`'s.
+    #[inline(always)]
+    fn answer(&self, key: &Key) -> Option<u64> {
+        // SAFETY: a plain read of this thread's own cell; nothing else holds a reference
+        // into it (a signal handler that writes it meanwhile changes `seq`, which the
+        // caller checks after).
+        let held = unsafe { &*self.key.as_ptr() };
+        // Word by word without branching (a slice comparison calls memcmp).
+        let same = held.iter().zip(key).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+        same.then(|| self.verdict.get())
+    }
 }
 
 mod slot {
@@ -39,27 +61,30 @@ pub fn lookup(key: &Key) -> Option<u64> {
     let last = slot::get()?;
     let seq = last.seq.get();
     compiler_fence(SeqCst);
-    // SAFETY: a plain read of this thread's own cell; nothing else holds a reference into
-    // it (a signal handler that writes it meanwhile changes `seq`).
-    let held = unsafe { &*last.key.as_ptr() };
-    // Word by word without branching (a slice comparison calls memcmp).
-    let same = held.iter().zip(key).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
-    let verdict = last.verdict.get();
+    let found = match last.entries[0].answer(key) {
+        Some(v) => Some(v),
+        None => last.entries[1].answer(key),
+    };
     compiler_fence(SeqCst);
-    (same && seq & 1 == 0 && seq != 0 && last.seq.get() == seq).then_some(verdict)
+    // A verdict is never 0 (see `remember`): a zeroed entry answers nothing.
+    found.filter(|&v| v != 0 && seq & 1 == 0 && seq != 0 && last.seq.get() == seq)
 }
 
-/// Remembers `verdict` for `key` (replacing the previous entry).
+/// Remembers `verdict` (never 0: 0 is not remembered) for `key` as the most recent entry
+/// (the older one is dropped).
 #[inline]
 pub fn remember(key: &Key, verdict: u64) {
-    let Some(last) = slot::get() else {
+    let Some(last) = slot::get().filter(|_| verdict != 0) else {
         return;
     };
     let s = last.seq.get().wrapping_add(1) | 1;
     last.seq.set(s);
     compiler_fence(SeqCst);
-    last.key.set(*key);
-    last.verdict.set(verdict);
+    let [newest, older] = &last.entries;
+    older.key.set(newest.key.get());
+    older.verdict.set(newest.verdict.get());
+    newest.key.set(*key);
+    newest.verdict.set(verdict);
     compiler_fence(SeqCst);
     if last.seq.get() == s {
         last.seq.set(s.wrapping_add(1));
@@ -70,7 +95,7 @@ pub fn remember(key: &Key, verdict: u64) {
     }
 }
 
-/// Forgets this thread's entry.
+/// Forgets this thread's entries.
 pub fn clear() {
     if let Some(last) = slot::get() {
         last.seq.set(0);
@@ -83,9 +108,17 @@ mod tests {
 
     #[test]
     fn a_new_thread_starts_with_an_empty_memo_even_for_a_zero_key() {
-        std::thread::spawn(|| assert_eq!(lookup(&[0; 8]), None))
-            .join()
-            .unwrap();
+        std::thread::spawn(|| {
+            assert_eq!(lookup(&[0; 8]), None);
+            remember(&[1; 8], 1);
+            assert_eq!(
+                lookup(&[0; 8]),
+                None,
+                "the zeroed older entry answers nothing"
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
@@ -100,10 +133,20 @@ mod tests {
             .join()
             .unwrap();
         remember(&other, 1);
-        assert_eq!(lookup(&key), None, "one entry: the last write wins");
+        assert_eq!(lookup(&key), Some(0xabc), "two entries");
         assert_eq!(lookup(&other), Some(1));
+        let mut third = key;
+        third[0] = 8;
+        remember(&third, 3);
+        assert_eq!(lookup(&key), None, "the oldest entry is dropped");
+        assert_eq!(lookup(&other), Some(1));
+        assert_eq!(lookup(&third), Some(3));
+        remember(&key, 0);
+        assert_eq!(lookup(&key), None, "0 is never remembered");
+        assert_eq!(lookup(&third), Some(3), "and evicts nothing");
         clear();
         assert_eq!(lookup(&other), None);
+        assert_eq!(lookup(&third), None);
     }
 
     #[test]
@@ -124,7 +167,7 @@ mod tests {
 
     #[test]
     fn the_block_is_the_size_the_tls_section_reserves() {
-        assert_eq!(std::mem::size_of::<LastClean>(), 128);
+        assert_eq!(std::mem::size_of::<LastClean>(), 192);
         assert_eq!(std::mem::align_of::<LastClean>(), 64);
     }
 }
