@@ -101,7 +101,7 @@ impl<T> Drop for FlagGuard<'_, T> {
     }
 }
 
-/// A wake-up signal: one waiter sleeps with a timeout, anyone may wake it.
+/// A wake-up signal: waiters sleep with a timeout, anyone may wake one or all of them.
 pub struct Event {
     seq: AtomicU32,
 }
@@ -123,6 +123,20 @@ impl Event {
                 self.seq.as_ptr(),
                 libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
                 1,
+            )
+        };
+    }
+
+    /// Wakes every waiter.
+    pub fn wake_all(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        // SAFETY: FUTEX_WAKE on a valid, aligned u32; no other preconditions.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.seq.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                i32::MAX,
             )
         };
     }

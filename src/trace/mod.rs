@@ -17,7 +17,7 @@ pub mod record;
 pub mod ring;
 pub mod writer;
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::Sink;
@@ -52,6 +52,12 @@ pub(crate) static KICK: Event = Event::new();
 
 /// Bumped by the writer after every batch it takes out of a ring.
 pub(crate) static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Producers waiting for the writer (for ring space, or for a ring to be freed), and the
+/// signal they sleep on: the writer wakes them after each batch and each cycle, only when
+/// someone waits (no system call otherwise).
+static WAITING: AtomicU32 = AtomicU32::new(0);
+static PROGRESSED: Event = Event::new();
 
 /// Set when a producer gave up on a stalled writer; cleared when the writer progresses.
 /// While set, a full ring drops at once instead of waiting again.
@@ -242,14 +248,21 @@ fn wait_for_writer<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
         KICK.wake();
         return None;
     }
+    WAITING.fetch_add(1, Ordering::Relaxed);
     let mut seen = PROGRESS.load(Ordering::Acquire);
     let mut deadline = std::time::Instant::now() + STALL_LIMIT;
+    let mut done = None;
     while STATE.load(Ordering::Relaxed) == RUNNING {
-        KICK.wake();
-        std::thread::sleep(Duration::from_micros(50));
-        if let Some(done) = ready() {
-            return Some(done);
+        let signal = PROGRESSED.seq();
+        // Pairs with the fence in `note_progress`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let Some(d) = ready() {
+            done = Some(d);
+            break;
         }
+        KICK.wake();
+        // Woken by the writer's next batch or cycle; the timeout only bounds a lost race.
+        PROGRESSED.wait(signal, Duration::from_millis(1));
         let now = PROGRESS.load(Ordering::Acquire);
         if now != seen {
             seen = now;
@@ -259,7 +272,8 @@ fn wait_for_writer<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
             break;
         }
     }
-    None
+    WAITING.fetch_sub(1, Ordering::Relaxed);
+    done.or_else(&mut ready)
 }
 
 /// A thread's first record while the rings of exited threads are at their cap: wait for
@@ -279,11 +293,18 @@ fn push_slow(ring: &ring::Ring, rec: &[u128]) {
     }
 }
 
-/// Called by the writer after each batch.
+/// Called by the writer after each batch, and after each cycle (which may have freed the
+/// rings of exited threads).
 pub(crate) fn note_progress() {
     PROGRESS.fetch_add(1, Ordering::Release);
     if STALLED.load(Ordering::Relaxed) {
         STALLED.store(false, Ordering::Relaxed);
+    }
+    // Pairs with the fence in `wait_for_writer`: either the waiter sees this progress
+    // when it checks, or this sees the waiter and wakes it.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if WAITING.load(Ordering::Relaxed) > 0 {
+        PROGRESSED.wake_all();
     }
 }
 

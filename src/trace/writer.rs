@@ -336,6 +336,8 @@ impl Writer {
                 ring.release_if_orphaned();
             }
         }
+        // Rings of exited threads may have been freed: a thread waiting for one goes on.
+        super::note_progress();
         if !at_exit {
             let dropped = ring::total_dropped();
             if dropped != self.dropped_written {
