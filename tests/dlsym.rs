@@ -191,6 +191,40 @@ fn a_python_ctypes_program_is_seen() {
     assert_eq!(spans(&off, "aclrtMemcpyAsync"), 0);
 }
 
+/// The library loaded with `dlopen` long after start (as `ctypes.CDLL` loads it), while
+/// another thread already runs: its static TLS words exist and start empty in both threads,
+/// and copies through its exports are checked, forwarded and traced.
+#[test]
+fn the_library_loaded_late_with_dlopen_works_in_threads_that_already_existed() {
+    let dir = scratch("dlsym-late-load");
+    let exe = dir.join("late_load");
+    let sim_lib = build().lib_dir().to_str().unwrap().to_string();
+    compile(
+        &repo_path("tests/progs/late_load.c"),
+        &exe,
+        &["-L", &sim_lib, "-lascendcl", "-ldl"],
+    );
+    let out = plain(&exe, &dir)
+        .arg(&build().shim)
+        .env("NPUSHIM_TRACE", dir.join("trace-%p.json"))
+        .output();
+    let got = ok(&out);
+    assert!(got.starts_with("loaded "), "{got}");
+    assert!(got.contains("thread main: copied and verified"), "{got}");
+    assert!(got.contains("thread early: copied and verified"), "{got}");
+    // Two copies per thread, each its own span, on the thread that made it.
+    let traces = traces_in(&dir);
+    let copies: Vec<_> = traces
+        .values()
+        .flat_map(|t| t.spans_named("aclrtMemcpyAsync"))
+        .collect();
+    assert_eq!(copies.len(), 4, "{}", stderr(&out));
+    let threads: std::collections::BTreeSet<_> =
+        copies.iter().map(|c| c["tid"].as_u64().unwrap()).collect();
+    assert_eq!(threads.len(), 2);
+    assert!(copies.iter().all(|c| c["args"]["ret"] == 0));
+}
+
 /// What one lookup costs with and without the shim (`cargo test --test dlsym -- --ignored
 /// --nocapture`); prints the numbers, asserts only that both runs work.
 #[test]
