@@ -136,6 +136,12 @@ impl Pool {
         }
     }
 
+    /// Whether the free list holds a pair now (a hint: another thread may take it first).
+    #[inline]
+    fn has_free(&self) -> bool {
+        self.free.load(Ordering::Relaxed) as u32 != 0
+    }
+
     /// Gives a slot back (lock-free).
     #[inline]
     fn push(&self, index: u32) {
@@ -216,18 +222,43 @@ fn current_device() -> Option<u32> {
     (ok && (0..MAX_DEVICES as i32).contains(&id)).then_some(id as u32)
 }
 
-/// Before forwarding `call`: starts timing it when it qualifies (an ACL async copy or set
-/// of at least one byte that will not run synchronously), recording the start event on
-/// its stream.
+/// Before forwarding `call`: the device it would be timed on, when it qualifies (an ACL
+/// async copy or set of at least one byte that will not run synchronously) and that
+/// device's pool may have a free pair; `None` (counted as untimed when the pool is empty or
+/// being made) otherwise. Cheap enough to run outside the panic boundary, so that a copy
+/// that goes untimed pays neither the boundary nor a cancellation-state change: it cannot
+/// panic (no indexing, no allocation), and a thread cancelled inside the runtime's
+/// `aclrtGetDevice` leaves nothing behind.
 #[inline]
-pub fn begin(call: &Call, sync: bool) -> Option<Timing> {
+pub fn candidate(call: &Call, sync: bool) -> Option<u32> {
     // A zero-byte copy or set moves nothing (the runtime returns before queueing it).
     let empty = call.count == 0 || (call.hook.class() == Class::Copy2dAsync && call.height == 0);
     if call.api != Api::Acl || !call.hook.class().is_async() || sync || empty {
         return None;
     }
     let device = current_device()?;
-    let entry = &DEVICES[device as usize];
+    let entry = DEVICES.get(device as usize)?;
+    let free = match entry.state.load(Ordering::Acquire) {
+        // SAFETY: a READY entry's pool is a leaked `Pool`, published before the state.
+        READY => unsafe { &*entry.pool.load(Ordering::Acquire) }.has_free(),
+        UNSEEN => true,
+        // Another thread is making the pool.
+        CREATING => false,
+        _ => return None,
+    };
+    if !free {
+        UNTIMED.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(device)
+}
+
+/// Starts timing `call` on `device` (from [`candidate`]): takes a pair from the device's
+/// pool (making the pool at the device's first copy) and records the start event on the
+/// call's stream.
+#[inline]
+pub fn begin(call: &Call, device: u32) -> Option<Timing> {
+    let entry = DEVICES.get(device as usize)?;
     let pool = match entry.state.load(Ordering::Acquire) {
         // SAFETY: a READY entry's pool is a leaked `Pool`, published before the state.
         READY => unsafe { &*entry.pool.load(Ordering::Acquire) },

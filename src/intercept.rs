@@ -458,7 +458,9 @@ fn device_begin(call: &Call, judged: &Judged) -> Option<crate::device::Timing> {
     {
         return None;
     }
-    guarded(|| crate::device::begin(call, judged.bits.sync())).flatten()
+    // Outside the boundary first: a copy that goes untimed pays for nothing more.
+    let device = crate::device::candidate(call, judged.bits.sync())?;
+    guarded(|| crate::device::begin(call, device)).flatten()
 }
 
 /// Hands a timed copy to the device timeline once the real call returned (before the
