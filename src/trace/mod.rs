@@ -261,7 +261,8 @@ fn wait_for_writer<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
             break;
         }
         KICK.wake();
-        // Woken by the writer's next batch or cycle; the timeout only bounds a lost race.
+        // Woken when the writer has emptied a ring or ends a cycle; the timeout bounds a
+        // lost race and a writer busy with other rings.
         PROGRESSED.wait(signal, Duration::from_millis(1));
         let now = PROGRESS.load(Ordering::Acquire);
         if now != seen {
@@ -293,13 +294,19 @@ fn push_slow(ring: &ring::Ring, rec: &[u128]) {
     }
 }
 
-/// Called by the writer after each batch, and after each cycle (which may have freed the
-/// rings of exited threads).
+/// Called by the writer after each batch.
 pub(crate) fn note_progress() {
     PROGRESS.fetch_add(1, Ordering::Release);
     if STALLED.load(Ordering::Relaxed) {
         STALLED.store(false, Ordering::Relaxed);
     }
+}
+
+/// Called by the writer when it has emptied a ring, and at the end of each cycle (which
+/// may have freed the rings of exited threads): wakes the producers waiting for it. Not
+/// after every batch: a producer whose ring was full then resumes with the whole ring free
+/// instead of waking for each batch's worth of room.
+pub(crate) fn wake_waiters() {
     // Pairs with the fence in `wait_for_writer`: either the waiter sees this progress
     // when it checks, or this sees the waiter and wakes it.
     std::sync::atomic::fence(Ordering::SeqCst);

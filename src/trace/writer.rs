@@ -291,6 +291,8 @@ impl Writer {
         }
         let clock = Calibration::now();
         for ring in ring::rings() {
+            // Set when this ring was emptied or freed: a producer may be waiting for that.
+            let mut emptied = false;
             if ring.pending() > 0 {
                 let tid = ring.tid();
                 // Without memory for the set, the name is left out (and tried again later).
@@ -327,6 +329,7 @@ impl Writer {
                         break;
                     }
                 }
+                emptied = true;
             }
             if ring.is_orphaned() {
                 // A recycled ring belongs to a new thread: forget the old name.
@@ -334,10 +337,14 @@ impl Writer {
                     self.named.remove(&ring.tid());
                 }
                 ring.release_if_orphaned();
+                emptied = true;
+            }
+            if emptied {
+                super::wake_waiters();
             }
         }
         // Rings of exited threads may have been freed: a thread waiting for one goes on.
-        super::note_progress();
+        super::wake_waiters();
         if !at_exit {
             let dropped = ring::total_dropped();
             if dropped != self.dropped_written {
