@@ -113,22 +113,17 @@ impl Event {
         }
     }
 
-    /// Wakes the waiter (cheap when nobody waits: one atomic add and one system call).
+    /// Wakes one waiter (cheap when nobody waits: one atomic add and one system call).
     pub fn wake(&self) {
-        self.seq.fetch_add(1, Ordering::Release);
-        // SAFETY: FUTEX_WAKE on a valid, aligned u32; no other preconditions.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.seq.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1,
-            )
-        };
+        self.wake_up_to(1);
     }
 
     /// Wakes every waiter.
     pub fn wake_all(&self) {
+        self.wake_up_to(i32::MAX);
+    }
+
+    fn wake_up_to(&self, waiters: i32) {
         self.seq.fetch_add(1, Ordering::Release);
         // SAFETY: FUTEX_WAKE on a valid, aligned u32; no other preconditions.
         unsafe {
@@ -136,7 +131,7 @@ impl Event {
                 libc::SYS_futex,
                 self.seq.as_ptr(),
                 libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                i32::MAX,
+                waiters,
             )
         };
     }
