@@ -44,7 +44,7 @@ fn memo_key(call: &Call, generation: u64) -> memo::Key {
 /// record's `mem` byte (bits 0–7), its flags ([`FLAG_SYNC`], [`FLAG_EFFECTIVE_KIND`]; bits
 /// 8–15), [`RecordBits::CLASSIFIED`] and the effective kind (bits 32–63).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordBits(u64);
+struct RecordBits(u64);
 
 impl RecordBits {
     /// Set once the memory map classified the call (never 0 then: a valid memo word).
