@@ -12,7 +12,7 @@ use std::ffi::c_int;
 use std::time::Duration;
 
 use crate::abi::types::Call;
-use crate::boundary::guarded;
+use crate::boundary::{NoCancel, caught, guarded};
 use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
 use crate::memmap::{self, MemKind};
@@ -328,7 +328,11 @@ pub fn call<F: Copy>(
     let _restore = Restore { cell, saved };
     call.depth = saved >> 1;
 
-    let plan = guarded(|| prepare(&call, resolve)).flatten();
+    // A free or unregistration whose entry the guarded stages already closed: `Some(what
+    // was closed)`; `None` while that is still to do (or there is nothing to close). Kept
+    // out of the plan, which stays small enough to move without a copy loop.
+    let mut early_close = None;
+    let plan = guarded(|| prepare(&call, resolve, &mut early_close)).flatten();
     let Some(plan) = plan else {
         // Not initialised yet by another thread, a pure pass-through, or a bug in a stage.
         cell.set(saved);
@@ -347,11 +351,14 @@ pub fn call<F: Copy>(
         (Some(code), _) => code,
         (None, Some(f)) => {
             // Closed before the real free: once it returns, the runtime may hand the
-            // address to another thread, whose allocation a late close would end.
-            let closed = if call.hook.class().releases_memory() {
-                guarded(|| forget_memory(&call)).flatten()
-            } else {
-                None
+            // address to another thread, whose allocation a late close would end. The
+            // guarded stages close it unless a delay comes first.
+            let closed = match early_close {
+                Some(closed) => closed,
+                None if call.hook.class().releases_memory() => {
+                    guarded(|| forget_memory(&call)).flatten()
+                }
+                None => None,
             };
             if plan.start.is_some() {
                 timing = device_begin(&call, &plan.judged);
@@ -380,23 +387,28 @@ pub fn call<F: Copy>(
         let _ = guarded(|| runtime::note_pageable(&call, plan.judged.view, ret, blocked_ns));
     }
     device_after_wait(&call, ret);
-    if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
-        if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
-            call.dst = ptr;
+    let note = ret == 0 && plan.verdict.is_none() && call.hook.class().acquires_memory();
+    if note || plan.start.is_some() {
+        // The two stages after the call, under one switch of the cancellation state.
+        let no_cancel = NoCancel::new();
+        if note {
+            if let Some(Some(ptr)) = caught(&no_cancel, || note_memory(&call, end)) {
+                call.dst = ptr;
+            }
         }
-    }
-    if let Some(start) = plan.start {
-        let _ = guarded(|| {
-            crate::boundary::debug_panic(crate::boundary::Stage::Record);
-            trace::record(&to_record(
-                &call,
-                start,
-                end,
-                ret,
-                &plan.judged,
-                plan.decision,
-            ))
-        });
+        if let Some(start) = plan.start {
+            let _ = caught(&no_cancel, || {
+                crate::boundary::debug_panic(crate::boundary::Stage::Record);
+                trace::record(&to_record(
+                    &call,
+                    start,
+                    end,
+                    ret,
+                    &plan.judged,
+                    plan.decision,
+                ))
+            });
+        }
     }
     ret
 }
@@ -520,7 +532,11 @@ fn bare<F>(resolve: fn() -> Option<F>, forward: impl FnOnce(F) -> c_int, missing
 /// The guarded stages: initialisation, checks, fault decision, lookup. `None` when the
 /// call should simply be forwarded.
 #[inline]
-fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
+fn prepare<F>(
+    call: &Call,
+    resolve: fn() -> Option<F>,
+    closed: &mut Option<Option<memmap::AllocInfo>>,
+) -> Option<Plan<F>> {
     let rt = runtime::get()?;
     if runtime::pass_through() {
         return None;
@@ -548,6 +564,15 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
         }
     }
     let real = if verdict.is_none() { resolve() } else { None };
+    // A free about to be forwarded closes its entry here, with cancellation already held
+    // off; after a delay fault's sleep instead (`call`), so that a thread cancelled in
+    // the sleep leaves its memory open, as the free never happens.
+    if real.is_some()
+        && call.hook.class().releases_memory()
+        && !matches!(decision, Decision::Delay(_))
+    {
+        *closed = Some(forget_memory(call));
+    }
     if start.is_some() {
         trace::prepare_thread();
     }

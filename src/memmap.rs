@@ -934,6 +934,10 @@ impl MemMap {
         if self.frozen.load(Ordering::Acquire) {
             return None;
         }
+        // Uncontended (the common case): no clock read.
+        if let Some(g) = self.writer.try_lock() {
+            return Some(g);
+        }
         let deadline = Instant::now() + WRITER_WAIT;
         let mut spins = 0u32;
         loop {
@@ -1101,7 +1105,7 @@ impl MemMap {
         // SAFETY: the loop above initialised all `total == CHUNK + 1` elements.
         let all: &[Entry] =
             unsafe { std::slice::from_raw_parts(all.as_ptr().cast::<Entry>(), total) };
-        let appended = i + 1 == top.chunks.len() && parts.last().is_some_and(|p| p.len() == 1);
+        let appended = i + 1 == top.chunks.len() && parts.last().is_some_and(|p| p.is_empty());
         let mid = if appended { CHUNK } else { total / 2 };
         let left = new_chunk(w, &[&all[..mid]])?;
         let Some(right) = new_chunk(w, &[&all[mid..]]) else {
@@ -1191,6 +1195,10 @@ impl MemMap {
     }
 
     fn insert_with(&self, w: &mut Writer, entry: Entry) -> bool {
+        if let Some(tracked) = self.insert_in_one_chunk(w, entry) {
+            self.reclaim(w);
+            return tracked;
+        }
         let end = entry.span_end();
         // The runtime handed out this memory, so whatever the map holds over it was freed
         // (a free seen late, or a closed range now reused): drop it.
@@ -1230,6 +1238,49 @@ impl MemMap {
         }
         self.reclaim(w);
         tracked
+    }
+
+    /// The common insert in one copy: when everything the new entry overlaps (a closed
+    /// range it reuses, most often) lies in the chunk it goes into, one new chunk drops
+    /// those and adds it, after one search. `None`: not that case (an overlap may reach
+    /// into a neighbouring chunk, nothing is published yet, the cap is reached, or out of
+    /// memory), nothing changed: the general path of [`MemMap::insert_with`] decides.
+    fn insert_in_one_chunk(&self, w: &mut Writer, entry: Entry) -> Option<bool> {
+        let top_ptr = self.root.load(Ordering::SeqCst);
+        if top_ptr.is_null() {
+            return None;
+        }
+        // SAFETY: writer lock held (the caller's); the published top stays valid meanwhile.
+        let top = unsafe { &*top_ptr };
+        let end = entry.span_end();
+        let i = chunk_index(top, entry.start);
+        // An entry of the next chunk starts at or after its key range's `lo`.
+        if top.los.get(i + 1).is_some_and(|&next| next < end) {
+            return None;
+        }
+        // SAFETY: writer lock held; the chunk is published.
+        let entries = unsafe { &*top.chunks[i].load(Ordering::SeqCst) }.entries();
+        let j = entries.partition_point(|e| e.start < entry.start);
+        // Entries never overlap, so only the one before `j` can reach over `start`; with
+        // none before it in this chunk, an earlier chunk's last entry might.
+        let lo = match j.checked_sub(1) {
+            Some(k) if entries[k].span_end() > entry.start => k,
+            Some(_) => j,
+            None if i == 0 => j,
+            None => return None,
+        };
+        // Usually none or one (the closed range the allocation reuses): a scan.
+        let mut hi = j;
+        while hi < entries.len() && entries[hi].start < end {
+            hi += 1;
+        }
+        let dropped_live = entries[lo..hi].iter().filter(|e| e.is_live()).count();
+        if w.live - dropped_live >= self.cap {
+            return None;
+        }
+        self.replace_chunk(w, i, &[&entries[..lo], &[entry], &entries[hi..]])?;
+        w.live = w.live - dropped_live + 1;
+        Some(true)
     }
 
     /// Closes the live allocation starting at `start`; its range is remembered for
