@@ -421,6 +421,21 @@ fn chunk_index(top: &Top, key: u64) -> usize {
     top.los.partition_point(|&lo| lo <= key).saturating_sub(1)
 }
 
+/// [`chunk_index`] for a writer, trying first the chunk `*hint` names (a write lands near
+/// the one before it more often than not: allocations and frees come in runs over nearby
+/// addresses), and leaving the answer there. The hint is only a guess, checked against
+/// the key ranges (which are strictly increasing, so the chunk that holds `key` is unique):
+/// a stale one, after a split or a merge, costs the search it would have saved.
+fn chunk_index_hinted(top: &Top, key: u64, hint: &mut usize) -> usize {
+    let h = *hint;
+    if h < top.los.len() && top.los[h] <= key && top.los.get(h + 1).is_none_or(|&next| key < next) {
+        return h;
+    }
+    let i = chunk_index(top, key);
+    *hint = i;
+    i
+}
+
 // ---------------------------------------------------------------------------------------
 // Readers: epoch registration.
 
@@ -487,6 +502,10 @@ struct Writer {
     retired_bytes: usize,
     /// Reclaimed chunks kept for reuse (at most `SPARE_CHUNKS`), sparing the allocator.
     spare: Vec<*mut Chunk>,
+    /// The chunk the last insert or free wrote, and the one the last closed range
+    /// forgotten lay in ([`chunk_index_hinted`]).
+    hint: usize,
+    forget_hint: usize,
 }
 
 /// The map. One global instance backs the free functions; tests build their own.
@@ -718,6 +737,8 @@ impl MemMap {
                 retired: Vec::new(),
                 retired_bytes: 0,
                 spare: Vec::new(),
+                hint: 0,
+                forget_hint: 0,
             }),
             fork_locked: AtomicBool::new(false),
             untracked: AtomicU64::new(0),
@@ -1253,7 +1274,7 @@ impl MemMap {
         // SAFETY: writer lock held (the caller's); the published top stays valid meanwhile.
         let top = unsafe { &*top_ptr };
         let end = entry.span_end();
-        let i = chunk_index(top, entry.start);
+        let i = chunk_index_hinted(top, entry.start, &mut w.hint);
         // An entry of the next chunk starts at or after its key range's `lo`.
         if top.los.get(i + 1).is_some_and(|&next| next < end) {
             return None;
@@ -1305,7 +1326,7 @@ impl MemMap {
         }
         // SAFETY: writer lock held; the published top stays valid while we hold it.
         let top = unsafe { &*top_ptr };
-        let i = chunk_index(top, start);
+        let i = chunk_index_hinted(top, start, &mut w.hint);
         // SAFETY: writer lock held; the chunk is published.
         let entries = unsafe { &*top.chunks[i].load(Ordering::SeqCst) }.entries();
         let j = entries.partition_point(|e| e.start < start);
@@ -1344,7 +1365,7 @@ impl MemMap {
         let Some(top) = self.top_for_write(w) else {
             return;
         };
-        let i = chunk_index(top, start);
+        let i = chunk_index_hinted(top, start, &mut w.forget_hint);
         // SAFETY: writer lock held; the chunk is published.
         let entries = unsafe { &*top.chunks[i].load(Ordering::SeqCst) }.entries();
         let j = entries.partition_point(|e| e.start < start);

@@ -171,9 +171,7 @@ impl Ring {
             let p = self.slots[(pos & MASK) as usize].get().cast::<i8>();
             // SAFETY: a prefetch has no architectural effect (it cannot fault); `p` points
             // into the ring's mapping anyway.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p)
-            };
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p) };
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = pos;
@@ -300,6 +298,10 @@ pub struct Local {
     /// A word the pipeline keeps for the thread (its depth and busy flag); nothing here
     /// reads it.
     place: Cell<u32>,
+    /// The thread's OS id once asked for (0: not yet): `gettid` is a system call, and
+    /// every allocation the memory map records names its thread. Cleared in a forked
+    /// child, whose one thread has a new id.
+    tid: Cell<i32>,
 }
 
 impl Local {
@@ -333,6 +335,7 @@ thread_local! {
         Local {
             current: Cell::new(ptr::null()),
             place: Cell::new(0),
+            tid: Cell::new(0),
         }
     };
 }
@@ -386,9 +389,18 @@ fn thread_key() -> Option<libc::pthread_key_t> {
     (v >> 32 == 1).then_some(v as libc::pthread_key_t)
 }
 
-/// The calling thread's OS id.
+/// The calling thread's OS id (one system call per thread, then a thread-local read).
 pub fn thread_id() -> i32 {
-    gettid()
+    LOCAL
+        .try_with(|l| {
+            let mut tid = l.tid.get();
+            if tid == 0 {
+                tid = gettid();
+                l.tid.set(tid);
+            }
+            tid
+        })
+        .unwrap_or_else(|_| gettid())
 }
 
 fn gettid() -> i32 {
@@ -556,7 +568,12 @@ pub fn note_dropped_without_ring() {
 pub fn fork_child() {
     RINGLESS_DROPS.store(0, Ordering::Relaxed);
     REENTERED.store(0, Ordering::Relaxed);
-    let mine = LOCAL.try_with(|l| l.current.get()).unwrap_or(ptr::null());
+    let mine = LOCAL
+        .try_with(|l| {
+            l.tid.set(0);
+            l.current.get()
+        })
+        .unwrap_or(ptr::null());
     let tid = gettid();
     for ring in rings() {
         ring.discard();
