@@ -1288,7 +1288,16 @@ impl MemMap {
             Some(k) if entries[k].span_end() > entry.start => k,
             Some(_) => j,
             None if i == 0 => j,
-            None => return None,
+            None => {
+                // The previous chunk's last entry (chunks are never empty while there are
+                // two or more) is the one that could reach over `start`.
+                // SAFETY: writer lock held; the chunk is published.
+                let prev = unsafe { &*top.chunks[i - 1].load(Ordering::SeqCst) }.entries();
+                match prev.last() {
+                    Some(e) if e.span_end() <= entry.start => j,
+                    _ => return None,
+                }
+            }
         };
         // Usually none or one (the closed range the allocation reuses): a scan.
         let mut hi = j;
