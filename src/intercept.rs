@@ -104,6 +104,10 @@ pub enum Route {
     /// two clock reads if traced, one level deeper if the hook nests), skipping the
     /// pipeline's fault stage (no fault rule is active; the arguments break no rule).
     Record,
+    /// An allocation, free or registration (functions with no argument rule) while no
+    /// fault rule is active: the memory map's bookkeeping around the forward and, when the
+    /// trace is running, a span ([`forward_memory`]).
+    Memory,
     /// The whole pipeline.
     Pipeline,
 }
@@ -120,11 +124,10 @@ pub fn route(call: &Call) -> Route {
         trace::Phase::Other => return Route::Pipeline,
     };
     let checking = rt.check.mode != Mode::Off;
-    if runtime::faults_active()
-        || call.hook.class().manages_memory()
-        || (checking && !check::clean_for(call, rt.check.rules))
-    {
+    if runtime::faults_active() || (checking && !check::clean_for(call, rt.check.rules)) {
         Route::Pipeline
+    } else if call.hook.class().manages_memory() {
+        Route::Memory
     } else if traced {
         Route::Record
     } else if memory_rules_apply(call, rt) {
@@ -388,29 +391,92 @@ pub fn call<F: Copy>(
     }
     device_after_wait(&call, ret);
     let note = ret == 0 && plan.verdict.is_none() && call.hook.class().acquires_memory();
-    if note || plan.start.is_some() {
-        // The two stages after the call, under one switch of the cancellation state.
-        let no_cancel = NoCancel::new();
-        if note {
-            if let Some(Some(ptr)) = caught(&no_cancel, || note_memory(&call, end)) {
-                call.dst = ptr;
-            }
-        }
-        if let Some(start) = plan.start {
-            let _ = caught(&no_cancel, || {
-                crate::boundary::debug_panic(crate::boundary::Stage::Record);
-                trace::record(&to_record(
-                    &call,
-                    start,
-                    end,
-                    ret,
-                    &plan.judged,
-                    plan.decision,
-                ))
-            });
+    let span = plan.start.map(|start| (start, &plan.judged, plan.decision));
+    after_call(&mut call, ret, end, note, span);
+    ret
+}
+
+/// The stages after the real call, under one switch of the cancellation state, each
+/// caught on its own: the memory map learns of a successful allocation or registration
+/// (`note`; the span then shows the new pointer), and the span (start, judgement, fault
+/// decision) is recorded when the call is traced.
+#[inline(always)]
+fn after_call(
+    call: &mut Call,
+    ret: c_int,
+    end: u64,
+    note: bool,
+    span: Option<(u64, &Judged, Decision)>,
+) {
+    if !note && span.is_none() {
+        return;
+    }
+    let no_cancel = NoCancel::new();
+    if note {
+        if let Some(Some(ptr)) = caught(&no_cancel, || note_memory(call, end)) {
+            call.dst = ptr;
         }
     }
-    ret
+    if let Some((start, judged, decision)) = span {
+        let _ = caught(&no_cancel, || {
+            crate::boundary::debug_panic(crate::boundary::Stage::Record);
+            trace::record(&to_record(call, start, end, ret, judged, decision))
+        });
+    }
+}
+
+/// [`Route::Memory`]: the pipeline's work for an allocation, free or registration when no
+/// fault rule is active, without its generic stages (the memory functions have no
+/// argument rule, so there is nothing to judge). A free or unregistration closes its entry
+/// before the real call (reopened if the runtime refuses), an allocation or registration
+/// is recorded after it, and a traced call gets its span; the shim's stages before and
+/// after the forward each run [`guarded`] (one switch of the cancellation state each), the
+/// forward outside, one level deeper for a hook that nests. A panic before the forward
+/// makes the call a plain forward, as in the pipeline. `None` (before forwarding) when the
+/// thread cannot keep its place (its locals are gone, or a signal handler interrupted the
+/// shim's own code on it): the pipeline handles those.
+#[inline(always)]
+pub fn forward_memory(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
+    let cell = place_cell()?;
+    let saved = cell.get();
+    if saved & BUSY != 0 {
+        return None;
+    }
+    call.depth = saved >> 1;
+    cell.set(saved | BUSY);
+    let _restore = Restore { cell, saved };
+    let traced = trace::state() == trace::Phase::Running;
+    let before = guarded(|| {
+        let start = traced.then(clock::now);
+        crate::boundary::debug_panic(crate::boundary::Stage::Check);
+        let closed = if call.hook.class().releases_memory() {
+            forget_memory(&call)
+        } else {
+            None
+        };
+        if traced {
+            trace::prepare_thread();
+        }
+        (start, closed)
+    });
+    let Some((start, closed)) = before else {
+        cell.set(saved);
+        return Some(forward());
+    };
+    cell.set((call.depth + u32::from(call.hook.nests())) << 1);
+    let ret = forward();
+    cell.set(call.depth << 1 | BUSY);
+    if ret != 0 {
+        if let Some(info) = closed {
+            // The runtime refused: the memory is still the program's.
+            let _ = guarded(|| restore_memory(&info));
+        }
+    }
+    let end = clock::now();
+    let note = ret == 0 && call.hook.class().acquires_memory();
+    let span = start.map(|start| (start, &Judged::CLEAN, Decision::Forward));
+    after_call(&mut call, ret, end, note, span);
+    Some(ret)
 }
 
 /// With the device timeline on (SPEC §10), starts timing a copy about to be forwarded.
