@@ -437,7 +437,8 @@ fn after_call(
 /// shim's own code on it): the pipeline handles those.
 #[inline(always)]
 pub fn forward_memory(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
-    let cell = place_cell()?;
+    let local = trace::ring::local()?;
+    let cell = local.place();
     let saved = cell.get();
     if saved & BUSY != 0 {
         return None;
@@ -446,19 +447,22 @@ pub fn forward_memory(mut call: Call, forward: impl FnOnce() -> c_int) -> Option
     cell.set(saved | BUSY);
     let _restore = Restore { cell, saved };
     let traced = trace::state() == trace::Phase::Running;
-    let before = guarded(|| {
-        let start = traced.then(clock::now);
-        crate::boundary::debug_panic(crate::boundary::Stage::Check);
-        let closed = if call.hook.class().releases_memory() {
-            forget_memory(&call)
-        } else {
-            None
-        };
-        if traced {
-            trace::prepare_thread();
-        }
-        (start, closed)
-    });
+    let releases = call.hook.class().releases_memory();
+    // An allocation has nothing to do before the call but read the clock when traced,
+    // once the thread has its ring.
+    let before = if !releases && (!traced || local.has_ring()) {
+        Some((traced.then(clock::now), None))
+    } else {
+        guarded(|| {
+            let start = traced.then(clock::now);
+            crate::boundary::debug_panic(crate::boundary::Stage::Check);
+            let closed = if releases { forget_memory(&call) } else { None };
+            if traced {
+                trace::prepare_thread();
+            }
+            (start, closed)
+        })
+    };
     let Some((start, closed)) = before else {
         cell.set(saved);
         return Some(forward());

@@ -1165,6 +1165,32 @@ impl MemMap {
         Some(())
     }
 
+    /// Replaces entry `j` of chunk `i` of the published top by `entry`, which sorts in the
+    /// same place: one copy of the chunk. `None`: out of memory, nothing changed.
+    fn replace_entry(&self, w: &mut Writer, i: usize, j: usize, entry: Entry) -> Option<()> {
+        if !Self::reserve_retired(w) {
+            return None;
+        }
+        // SAFETY: the caller holds the writer lock and has published a top.
+        let top = unsafe { &*self.root.load(Ordering::SeqCst) };
+        let old = top.chunks[i].load(Ordering::SeqCst);
+        // SAFETY: writer lock held; the chunk is published.
+        let entries = unsafe { &*old }.entries();
+        debug_assert!(j < entries.len());
+        let c = new_chunk(w, &[entries])?;
+        // SAFETY: `c` is unpublished and holds `entries.len() > j` initialised entries;
+        // writing through a raw pointer forms no reference.
+        unsafe {
+            ptr::addr_of_mut!((*c).entries)
+                .cast::<Entry>()
+                .add(j)
+                .write(entry)
+        };
+        top.chunks[i].store(c, Ordering::SeqCst);
+        self.retire(w, Retired::Chunk(old));
+        Some(())
+    }
+
     /// The chunk index and position of the entry with the greatest start below `end`
     /// that overlaps `[start, end)`, if any.
     fn overlapping(top: &Top, start: u64, end: u64) -> Option<(usize, usize)> {
@@ -1308,7 +1334,12 @@ impl MemMap {
         if w.live - dropped_live >= self.cap {
             return None;
         }
-        self.replace_chunk(w, i, &[&entries[..lo], &[entry], &entries[hi..]])?;
+        if hi == lo + 1 {
+            // One entry over it (the closed range it reuses): the new one takes its place.
+            self.replace_entry(w, i, lo, entry)?;
+        } else {
+            self.replace_chunk(w, i, &[&entries[..lo], &[entry], &entries[hi..]])?;
+        }
         w.live = w.live - dropped_live + 1;
         Some(true)
     }
@@ -1348,7 +1379,7 @@ impl MemMap {
             && (w.closed.capacity() > CLOSED_KEPT
                 || (!injected_oom() && w.closed.try_reserve_exact(CLOSED_KEPT + 1).is_ok()));
         let ok = if remember {
-            self.replace_chunk(w, i, &[&entries[..j], &[closed], &entries[j + 1..]])
+            self.replace_entry(w, i, j, closed)
         } else {
             self.replace_chunk(w, i, &[&entries[..j], &entries[j + 1..]])
         };

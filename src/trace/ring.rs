@@ -311,6 +311,14 @@ impl Local {
         &self.place
     }
 
+    /// Whether the thread has its ring already (then [`Local::current`] needs no memory and
+    /// takes no lock).
+    #[inline]
+    pub fn has_ring(&self) -> bool {
+        let p = self.current.get();
+        !p.is_null() && p != EXITED && p != ATTACHING
+    }
+
     /// This thread's ring, created (or recycled) at its first record.
     #[inline]
     pub fn current(&self) -> Current {
