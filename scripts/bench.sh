@@ -527,7 +527,8 @@ The rows named after another function call it the same way on 1 thread (\`harnes
 PLT, so every interposer sees two calls there, the inner one nested), \`HcclD2DMemcpyAsync\`
 (two \`DeviceMem\` objects), \`aclrtSynchronizeStream\`, and \`aclrtMalloc\` / \`aclrtFree\`
 (4 KiB, in batches of 256 allocations then 256 frees, each half timed on its own, with
-$LIVE other allocations live; the no-op runtime's allocation is \`posix_memalign\`). Their
+$LIVE other allocations live; the no-op runtime's allocation is \`posix_memalign\`, and
+the heap is never trimmed, see below). Their
 baselines are the same function called directly and through the C interposer. The
 **memory map** rows copy from a pinned buffer (\`aclrtMallocHost\`) into a device buffer
 (\`aclrtMalloc\`) with $LIVE other allocations live, with the map on (the default) and off.
@@ -770,10 +771,14 @@ EOF
 - **Allocations and frees.** A successful allocation or free takes the whole pipeline and
   a copy-on-write update of the map (one chunk of up to 24 entries, now and then the top
   array), with $LIVE other allocations live: the callgrind table gives its instructions
-  over the real function. The timed allocation rows move with the state of the no-op
-  runtime's heap (\`posix_memalign\`) in each process, even the pass-through row, whose
-  instruction count is below the C interposer's; the instruction counts are the steadier
-  figure there.
+  over the real function. The harness sets glibc's trim threshold out of reach before its
+  first allocation in these modes (\`mallopt(M_TRIM_THRESHOLD)\`, and the mmap threshold
+  pinned at its default), for every configuration alike: otherwise each batch of frees
+  hands the top of the no-op runtime's heap (\`posix_memalign\`) back to the kernel and
+  the next batch takes about a page fault per allocation, or not, depending on what else
+  the process allocated in that arena, and the rows measured the heap (a pass-through that
+  runs fewer instructions than the C interposer timed 4 × slower) rather than the hook.
+  With the pages the warm-up faulted in kept, the timed loops take no page faults.
 - **Bytes per event.** With the memory map on, every copy's span carries \`srcMem\` and
   \`dstMem\` (SPEC §5, §9; \`"unknown"\` for the harness's static buffers), about 37
   bytes of the figure above; the other args are the ones SPEC §5 requires.

@@ -62,6 +62,14 @@ pub fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
+/// [`guarded`] for one of several stages run under one [`NoCancel`] the caller holds (the
+/// borrow is the proof): the panic of each stage is caught on its own, and cancellation is
+/// switched off and on once for all of them.
+#[inline]
+pub fn caught<T>(_held: &NoCancel, f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
 /// Reads the `ptr_` and `size_` members of an `hccl::DeviceMem` passed by reference (SPEC
 /// §2.3: no virtual functions; `void *ptr_` at 0, `u64 size_` at 8); `(0, 0)` for a NULL
 /// reference. The real function reads the same 16 bytes first, so this touches nothing the

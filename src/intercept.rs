@@ -12,7 +12,7 @@ use std::ffi::c_int;
 use std::time::Duration;
 
 use crate::abi::types::Call;
-use crate::boundary::guarded;
+use crate::boundary::{NoCancel, caught, guarded};
 use crate::check::{self, MemView, Mode, Rule, RuleSet};
 use crate::fault::Decision;
 use crate::memmap;
@@ -144,6 +144,10 @@ pub enum Route {
     /// pipeline's fault stage (no fault rule is active; the arguments break no rule).
     /// Carries this thread's memo word for the call (0: none, judge it).
     Record(u64),
+    /// An allocation, free or registration (functions with no argument rule) while no
+    /// fault rule is active: the memory map's bookkeeping around the forward and, when the
+    /// trace is running, a span ([`forward_memory`]).
+    Memory,
     /// The whole pipeline.
     Pipeline,
 }
@@ -160,11 +164,11 @@ pub fn route(call: &Call) -> Route {
         trace::Phase::Other => return Route::Pipeline,
     };
     let checking = rt.check.mode != Mode::Off;
-    if runtime::faults_active()
-        || call.hook.class().manages_memory()
-        || (checking && !check::clean_for(call, rt.check.rules))
-    {
+    if runtime::faults_active() || (checking && !check::clean_for(call, rt.check.rules)) {
         return Route::Pipeline;
+    }
+    if call.hook.class().manages_memory() {
+        return Route::Memory;
     }
     // A copy loop repeats its call: this thread's last clean verdict, if it is this call's
     // at the map's current generation, is all there is to know (read here, while the
@@ -376,7 +380,11 @@ pub fn call<F: Copy>(
     let _restore = Restore { cell, saved };
     call.depth = saved >> 1;
 
-    let plan = guarded(|| prepare(&call, resolve)).flatten();
+    // A free or unregistration whose entry the guarded stages already closed: `Some(what
+    // was closed)`; `None` while that is still to do (or there is nothing to close). Kept
+    // out of the plan, which stays small enough to move without a copy loop.
+    let mut early_close = None;
+    let plan = guarded(|| prepare(&call, resolve, &mut early_close)).flatten();
     let Some(plan) = plan else {
         // Not initialised yet by another thread, a pure pass-through, or a bug in a stage.
         cell.set(saved);
@@ -395,11 +403,14 @@ pub fn call<F: Copy>(
         (Some(code), _) => code,
         (None, Some(f)) => {
             // Closed before the real free: once it returns, the runtime may hand the
-            // address to another thread, whose allocation a late close would end.
-            let closed = if call.hook.class().releases_memory() {
-                guarded(|| forget_memory(&call)).flatten()
-            } else {
-                None
+            // address to another thread, whose allocation a late close would end. The
+            // guarded stages close it unless a delay comes first.
+            let closed = match early_close {
+                Some(closed) => closed,
+                None if call.hook.class().releases_memory() => {
+                    guarded(|| forget_memory(&call)).flatten()
+                }
+                None => None,
             };
             if plan.start.is_some() {
                 timing = device_begin(&call, &plan.judged);
@@ -428,25 +439,97 @@ pub fn call<F: Copy>(
         let _ = guarded(|| runtime::note_pageable(&call, plan.judged.view, ret, blocked_ns));
     }
     device_after_wait(&call, ret);
-    if ret == 0 && plan.verdict.is_none() && call.hook.class().manages_memory() {
-        if let Some(Some(ptr)) = guarded(|| note_memory(&call, end)) {
+    let note = ret == 0 && plan.verdict.is_none() && call.hook.class().acquires_memory();
+    let span = plan.start.map(|start| (start, &plan.judged, plan.decision));
+    after_call(&mut call, ret, end, note, span);
+    ret
+}
+
+/// The stages after the real call, under one switch of the cancellation state, each
+/// caught on its own: the memory map learns of a successful allocation or registration
+/// (`note`; the span then shows the new pointer), and the span (start, judgement, fault
+/// decision) is recorded when the call is traced.
+#[inline(always)]
+fn after_call(
+    call: &mut Call,
+    ret: c_int,
+    end: u64,
+    note: bool,
+    span: Option<(u64, &Judged, Decision)>,
+) {
+    if !note && span.is_none() {
+        return;
+    }
+    let no_cancel = NoCancel::new();
+    if note {
+        if let Some(Some(ptr)) = caught(&no_cancel, || note_memory(call, end)) {
             call.dst = ptr;
         }
     }
-    if let Some(start) = plan.start {
-        let _ = guarded(|| {
+    if let Some((start, judged, decision)) = span {
+        let _ = caught(&no_cancel, || {
             crate::boundary::debug_panic(crate::boundary::Stage::Record);
-            trace::record(&to_record(
-                &call,
-                start,
-                end,
-                ret,
-                &plan.judged,
-                plan.decision,
-            ))
+            trace::record(&to_record(call, start, end, ret, judged, decision))
         });
     }
-    ret
+}
+
+/// [`Route::Memory`]: the pipeline's work for an allocation, free or registration when no
+/// fault rule is active, without its generic stages (the memory functions have no
+/// argument rule, so there is nothing to judge). A free or unregistration closes its entry
+/// before the real call (reopened if the runtime refuses), an allocation or registration
+/// is recorded after it, and a traced call gets its span; the shim's stages before and
+/// after the forward each run [`guarded`] (one switch of the cancellation state each), the
+/// forward outside, one level deeper for a hook that nests. A panic before the forward
+/// makes the call a plain forward, as in the pipeline. `None` (before forwarding) when the
+/// thread cannot keep its place (its locals are gone, or a signal handler interrupted the
+/// shim's own code on it): the pipeline handles those.
+#[inline(always)]
+pub fn forward_memory(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
+    let local = trace::ring::local()?;
+    let cell = local.place();
+    let saved = cell.get();
+    if saved & BUSY != 0 {
+        return None;
+    }
+    call.depth = saved >> 1;
+    cell.set(saved | BUSY);
+    let _restore = Restore { cell, saved };
+    let traced = trace::state() == trace::Phase::Running;
+    let releases = call.hook.class().releases_memory();
+    // An allocation has nothing to do before the call but read the clock when traced,
+    // once the thread has its ring.
+    let before = if !releases && (!traced || local.has_ring()) {
+        Some((traced.then(clock::now), None))
+    } else {
+        guarded(|| {
+            let start = traced.then(clock::now);
+            crate::boundary::debug_panic(crate::boundary::Stage::Check);
+            let closed = if releases { forget_memory(&call) } else { None };
+            if traced {
+                trace::prepare_thread();
+            }
+            (start, closed)
+        })
+    };
+    let Some((start, closed)) = before else {
+        cell.set(saved);
+        return Some(forward());
+    };
+    cell.set((call.depth + u32::from(call.hook.nests())) << 1);
+    let ret = forward();
+    cell.set(call.depth << 1 | BUSY);
+    if ret != 0 {
+        if let Some(info) = closed {
+            // The runtime refused: the memory is still the program's.
+            let _ = guarded(|| restore_memory(&info));
+        }
+    }
+    let end = clock::now();
+    let note = ret == 0 && call.hook.class().acquires_memory();
+    let span = start.map(|start| (start, &Judged::CLEAN, Decision::Forward));
+    after_call(&mut call, ret, end, note, span);
+    Some(ret)
 }
 
 /// With the device timeline on (SPEC §10), starts timing a copy about to be forwarded.
@@ -570,7 +653,11 @@ fn bare<F>(resolve: fn() -> Option<F>, forward: impl FnOnce(F) -> c_int, missing
 /// The guarded stages: initialisation, checks, fault decision, lookup. `None` when the
 /// call should simply be forwarded.
 #[inline]
-fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
+fn prepare<F>(
+    call: &Call,
+    resolve: fn() -> Option<F>,
+    closed: &mut Option<Option<memmap::AllocInfo>>,
+) -> Option<Plan<F>> {
     let rt = runtime::get()?;
     if runtime::pass_through() {
         return None;
@@ -598,6 +685,15 @@ fn prepare<F>(call: &Call, resolve: fn() -> Option<F>) -> Option<Plan<F>> {
         }
     }
     let real = if verdict.is_none() { resolve() } else { None };
+    // A free about to be forwarded closes its entry here, with cancellation already held
+    // off; after a delay fault's sleep instead (`call`), so that a thread cancelled in
+    // the sleep leaves its memory open, as the free never happens.
+    if real.is_some()
+        && call.hook.class().releases_memory()
+        && !matches!(decision, Decision::Delay(_))
+    {
+        *closed = Some(forget_memory(call));
+    }
     if start.is_some() {
         trace::prepare_thread();
     }

@@ -421,6 +421,21 @@ fn chunk_index(top: &Top, key: u64) -> usize {
     top.los.partition_point(|&lo| lo <= key).saturating_sub(1)
 }
 
+/// [`chunk_index`] for a writer, trying first the chunk `*hint` names (a write lands near
+/// the one before it more often than not: allocations and frees come in runs over nearby
+/// addresses), and leaving the answer there. The hint is only a guess, checked against
+/// the key ranges (which are strictly increasing, so the chunk that holds `key` is unique):
+/// a stale one, after a split or a merge, costs the search it would have saved.
+fn chunk_index_hinted(top: &Top, key: u64, hint: &mut usize) -> usize {
+    let h = *hint;
+    if h < top.los.len() && top.los[h] <= key && top.los.get(h + 1).is_none_or(|&next| key < next) {
+        return h;
+    }
+    let i = chunk_index(top, key);
+    *hint = i;
+    i
+}
+
 // ---------------------------------------------------------------------------------------
 // Readers: epoch registration.
 
@@ -487,6 +502,10 @@ struct Writer {
     retired_bytes: usize,
     /// Reclaimed chunks kept for reuse (at most `SPARE_CHUNKS`), sparing the allocator.
     spare: Vec<*mut Chunk>,
+    /// The chunk the last insert or free wrote, and the one the last closed range
+    /// forgotten lay in ([`chunk_index_hinted`]).
+    hint: usize,
+    forget_hint: usize,
 }
 
 /// The map. One global instance backs the free functions; tests build their own.
@@ -718,6 +737,8 @@ impl MemMap {
                 retired: Vec::new(),
                 retired_bytes: 0,
                 spare: Vec::new(),
+                hint: 0,
+                forget_hint: 0,
             }),
             fork_locked: AtomicBool::new(false),
             untracked: AtomicU64::new(0),
@@ -934,6 +955,10 @@ impl MemMap {
         if self.frozen.load(Ordering::Acquire) {
             return None;
         }
+        // Uncontended (the common case): no clock read.
+        if let Some(g) = self.writer.try_lock() {
+            return Some(g);
+        }
         let deadline = Instant::now() + WRITER_WAIT;
         let mut spins = 0u32;
         loop {
@@ -1101,7 +1126,7 @@ impl MemMap {
         // SAFETY: the loop above initialised all `total == CHUNK + 1` elements.
         let all: &[Entry] =
             unsafe { std::slice::from_raw_parts(all.as_ptr().cast::<Entry>(), total) };
-        let appended = i + 1 == top.chunks.len() && parts.last().is_some_and(|p| p.len() == 1);
+        let appended = i + 1 == top.chunks.len() && parts.last().is_some_and(|p| p.is_empty());
         let mid = if appended { CHUNK } else { total / 2 };
         let left = new_chunk(w, &[&all[..mid]])?;
         let Some(right) = new_chunk(w, &[&all[mid..]]) else {
@@ -1136,6 +1161,32 @@ impl MemMap {
         };
         self.root.store(nt, Ordering::SeqCst);
         self.retire(w, Retired::Top(top_ptr));
+        self.retire(w, Retired::Chunk(old));
+        Some(())
+    }
+
+    /// Replaces entry `j` of chunk `i` of the published top by `entry`, which sorts in the
+    /// same place: one copy of the chunk. `None`: out of memory, nothing changed.
+    fn replace_entry(&self, w: &mut Writer, i: usize, j: usize, entry: Entry) -> Option<()> {
+        if !Self::reserve_retired(w) {
+            return None;
+        }
+        // SAFETY: the caller holds the writer lock and has published a top.
+        let top = unsafe { &*self.root.load(Ordering::SeqCst) };
+        let old = top.chunks[i].load(Ordering::SeqCst);
+        // SAFETY: writer lock held; the chunk is published.
+        let entries = unsafe { &*old }.entries();
+        debug_assert!(j < entries.len());
+        let c = new_chunk(w, &[entries])?;
+        // SAFETY: `c` is unpublished and holds `entries.len() > j` initialised entries;
+        // writing through a raw pointer forms no reference.
+        unsafe {
+            ptr::addr_of_mut!((*c).entries)
+                .cast::<Entry>()
+                .add(j)
+                .write(entry)
+        };
+        top.chunks[i].store(c, Ordering::SeqCst);
         self.retire(w, Retired::Chunk(old));
         Some(())
     }
@@ -1191,6 +1242,10 @@ impl MemMap {
     }
 
     fn insert_with(&self, w: &mut Writer, entry: Entry) -> bool {
+        if let Some(tracked) = self.insert_in_one_chunk(w, entry) {
+            self.reclaim(w);
+            return tracked;
+        }
         let end = entry.span_end();
         // The runtime handed out this memory, so whatever the map holds over it was freed
         // (a free seen late, or a closed range now reused): drop it.
@@ -1232,6 +1287,63 @@ impl MemMap {
         tracked
     }
 
+    /// The common insert in one copy: when everything the new entry overlaps (a closed
+    /// range it reuses, most often) lies in the chunk it goes into, one new chunk drops
+    /// those and adds it, after one search. `None`: not that case (an overlap may reach
+    /// into a neighbouring chunk, nothing is published yet, the cap is reached, or out of
+    /// memory), nothing changed: the general path of [`MemMap::insert_with`] decides.
+    fn insert_in_one_chunk(&self, w: &mut Writer, entry: Entry) -> Option<bool> {
+        let top_ptr = self.root.load(Ordering::SeqCst);
+        if top_ptr.is_null() {
+            return None;
+        }
+        // SAFETY: writer lock held (the caller's); the published top stays valid meanwhile.
+        let top = unsafe { &*top_ptr };
+        let end = entry.span_end();
+        let i = chunk_index_hinted(top, entry.start, &mut w.hint);
+        // An entry of the next chunk starts at or after its key range's `lo`.
+        if top.los.get(i + 1).is_some_and(|&next| next < end) {
+            return None;
+        }
+        // SAFETY: writer lock held; the chunk is published.
+        let entries = unsafe { &*top.chunks[i].load(Ordering::SeqCst) }.entries();
+        let j = entries.partition_point(|e| e.start < entry.start);
+        // Entries never overlap, so only the one before `j` can reach over `start`; with
+        // none before it in this chunk, an earlier chunk's last entry might.
+        let lo = match j.checked_sub(1) {
+            Some(k) if entries[k].span_end() > entry.start => k,
+            Some(_) => j,
+            None if i == 0 => j,
+            None => {
+                // The previous chunk's last entry (chunks are never empty while there are
+                // two or more) is the one that could reach over `start`.
+                // SAFETY: writer lock held; the chunk is published.
+                let prev = unsafe { &*top.chunks[i - 1].load(Ordering::SeqCst) }.entries();
+                match prev.last() {
+                    Some(e) if e.span_end() <= entry.start => j,
+                    _ => return None,
+                }
+            }
+        };
+        // Usually none or one (the closed range the allocation reuses): a scan.
+        let mut hi = j;
+        while hi < entries.len() && entries[hi].start < end {
+            hi += 1;
+        }
+        let dropped_live = entries[lo..hi].iter().filter(|e| e.is_live()).count();
+        if w.live - dropped_live >= self.cap {
+            return None;
+        }
+        if hi == lo + 1 {
+            // One entry over it (the closed range it reuses): the new one takes its place.
+            self.replace_entry(w, i, lo, entry)?;
+        } else {
+            self.replace_chunk(w, i, &[&entries[..lo], &[entry], &entries[hi..]])?;
+        }
+        w.live = w.live - dropped_live + 1;
+        Some(true)
+    }
+
     /// Closes the live allocation starting at `start`; its range is remembered for
     /// `freed` (the last [`CLOSED_KEPT`] ones) until an allocation covers it.
     pub fn remove(&self, start: u64) -> Option<AllocInfo> {
@@ -1254,7 +1366,7 @@ impl MemMap {
         }
         // SAFETY: writer lock held; the published top stays valid while we hold it.
         let top = unsafe { &*top_ptr };
-        let i = chunk_index(top, start);
+        let i = chunk_index_hinted(top, start, &mut w.hint);
         // SAFETY: writer lock held; the chunk is published.
         let entries = unsafe { &*top.chunks[i].load(Ordering::SeqCst) }.entries();
         let j = entries.partition_point(|e| e.start < start);
@@ -1267,7 +1379,7 @@ impl MemMap {
             && (w.closed.capacity() > CLOSED_KEPT
                 || (!injected_oom() && w.closed.try_reserve_exact(CLOSED_KEPT + 1).is_ok()));
         let ok = if remember {
-            self.replace_chunk(w, i, &[&entries[..j], &[closed], &entries[j + 1..]])
+            self.replace_entry(w, i, j, closed)
         } else {
             self.replace_chunk(w, i, &[&entries[..j], &entries[j + 1..]])
         };
@@ -1293,7 +1405,7 @@ impl MemMap {
         let Some(top) = self.top_for_write(w) else {
             return;
         };
-        let i = chunk_index(top, start);
+        let i = chunk_index_hinted(top, start, &mut w.forget_hint);
         // SAFETY: writer lock held; the chunk is published.
         let entries = unsafe { &*top.chunks[i].load(Ordering::SeqCst) }.entries();
         let j = entries.partition_point(|e| e.start < start);

@@ -269,7 +269,9 @@ static SLOTS: [Slot; Hook::ALL.len()] = [const { Slot::new() }; Hook::ALL.len()]
 /// cannot be found.
 #[inline]
 pub fn resolve(hook: Hook) -> Option<usize> {
-    SLOTS[hook as usize].get(&target(hook))
+    let slot = &SLOTS[hook as usize];
+    // Resolved already (every call after the first): no need to describe the target.
+    slot.if_resolved().or_else(|| slot.get(&target(hook)))
 }
 
 /// The address of the real function of `hook` if it was already resolved (never looks it

@@ -674,6 +674,42 @@ fn a_forked_child_and_its_parent_both_know_the_memory() {
     assert_nothing_leaked(child);
 }
 
+#[test]
+fn a_forked_child_s_leak_names_the_child_s_thread() {
+    let (plain, shim) = run_both("memory-fork-leak", &["fork-leak"], &[]);
+    assert_eq!(ok(&shim.out), plain.stdout());
+    assert!(shim.stdout().contains("child status 0\n"));
+    assert_eq!(shim.traces.len(), 2, "the parent's and the child's");
+    let parent_pid = *shim.traces.keys().min().unwrap();
+    let child_pid = *shim.traces.keys().max().unwrap();
+    let child = &shim.traces[&child_pid];
+    let span = child
+        .spans_named("aclrtMallocHost")
+        .next()
+        .expect("the child's allocation");
+    assert_eq!(
+        span["tid"], child_pid,
+        "the child's only thread has its pid as id"
+    );
+    let ptr = span["args"]["ptr"].as_str().unwrap();
+    let leak_lines: Vec<String> = shim_lines(&shim)
+        .into_iter()
+        .filter(|l| l.contains("leak summary"))
+        .collect();
+    // Only the child leaked, and its allocation came from its own thread, not from the
+    // parent's (whose id the parent's allocation had looked up before the fork).
+    assert_eq!(
+        leak_lines,
+        [format!(
+            "npushim: leak summary: 1 pinned host allocation was never freed, 32768 bytes; \
+             the largest, 32768 bytes at {ptr}, came from aclrtMallocHost on thread \
+             {child_pid}"
+        )],
+        "parent {parent_pid}"
+    );
+    assert_nothing_leaked(shim.trace());
+}
+
 /// A log line or a span of an allocation function as `name k=v …` (keys sorted, pointers in
 /// the trace's form). The runtime also logs what the shim does not trace: the opaque
 /// `aclrtMallocConfig *cfg` and `aclrtHostRegister`'s `devPtr` output.

@@ -81,6 +81,20 @@ macro_rules! define_exports {
                     }
                 }
 
+                /// [`Route::Memory`], out of line like [`Route::Record`].
+                #[inline(never)]
+                fn memory($($arg: $ty),*) -> c_int {
+                    let Some(f) = if_resolved() else {
+                        return pipeline($($arg),*);
+                    };
+                    let call = decode($($arg),*);
+                    // SAFETY: forwarding the caller's own arguments, unchanged.
+                    match intercept::forward_memory(call, || unsafe { f($($arg),*) }) {
+                        Some(ret) => ret,
+                        None => pipeline($($arg),*),
+                    }
+                }
+
                 #[inline(never)]
                 fn pipeline($($arg: $ty),*) -> c_int {
                     intercept::call(
@@ -105,6 +119,7 @@ macro_rules! define_exports {
                         }
                     }
                     Route::Record(memo) => return record($($arg,)* memo),
+                    Route::Memory => return memory($($arg),*),
                     Route::Pipeline => {}
                 }
                 pipeline($($arg),*)

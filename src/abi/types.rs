@@ -182,6 +182,15 @@ impl Class {
         )
     }
 
+    /// Calls that give the program memory or register it (the map learns of them after
+    /// the real call).
+    pub const fn acquires_memory(self) -> bool {
+        matches!(
+            self,
+            Class::AllocDevice | Class::AllocHost | Class::Register
+        )
+    }
+
     /// Calls that give memory back or end a registration (the map closes their entry
     /// before the real call).
     pub const fn releases_memory(self) -> bool {

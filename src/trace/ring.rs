@@ -302,6 +302,10 @@ pub struct Local {
     /// A word the pipeline keeps for the thread (its depth and busy flag); nothing here
     /// reads it.
     place: Cell<u32>,
+    /// The thread's OS id once asked for (0: not yet): `gettid` is a system call, and
+    /// every allocation the memory map records names its thread. Cleared in a forked
+    /// child, whose one thread has a new id.
+    tid: Cell<i32>,
 }
 
 impl Local {
@@ -309,6 +313,14 @@ impl Local {
     #[inline]
     pub fn place(&self) -> &Cell<u32> {
         &self.place
+    }
+
+    /// Whether the thread has its ring already (then [`Local::current`] needs no memory and
+    /// takes no lock).
+    #[inline]
+    pub fn has_ring(&self) -> bool {
+        let p = self.current.get();
+        !p.is_null() && p != EXITED && p != ATTACHING
     }
 
     /// This thread's ring, created (or recycled) at its first record.
@@ -380,9 +392,19 @@ fn thread_key() -> Option<libc::pthread_key_t> {
     (v >> 32 == 1).then_some(v as libc::pthread_key_t)
 }
 
-/// The calling thread's OS id.
+/// The calling thread's OS id (one system call per thread, then a thread-local read).
 pub fn thread_id() -> i32 {
-    gettid()
+    match local() {
+        Some(l) => {
+            let mut tid = l.tid.get();
+            if tid == 0 {
+                tid = gettid();
+                l.tid.set(tid);
+            }
+            tid
+        }
+        None => gettid(),
+    }
 }
 
 fn gettid() -> i32 {
@@ -552,7 +574,10 @@ pub fn note_dropped_without_ring() {
 pub fn fork_child() {
     RINGLESS_DROPS.store(0, Ordering::Relaxed);
     REENTERED.store(0, Ordering::Relaxed);
-    let mine = local().map_or(ptr::null(), |l| l.current.get());
+    let mine = local().map_or(ptr::null(), |l| {
+        l.tid.set(0);
+        l.current.get()
+    });
     let tid = gettid();
     for ring in rings() {
         ring.discard();

@@ -20,6 +20,8 @@
  *   threads    8 threads allocating, freeing and copying at once (N rounds
  *              each, default 40)
  *   fork       copies before, in a forked child and after it
+ *   fork-leak  the parent allocates, then a forked child leaks one pinned
+ *              buffer of 2 * 16 KiB
  *   memset     aclrtMemsetAsync on pinned host memory
  *   hooks      every allocation, free and registration function once (and one
  *              allocation and one free that fail), with a copy from each kind of
@@ -287,6 +289,27 @@ static void mode_fork(void)
     free(p);
 }
 
+static void mode_fork_leak(void)
+{
+    void *h = pinned(SZ);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("memory_cases: fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        void *leaked = NULL;
+        if (aclrtSetDevice(0) != ACL_SUCCESS)
+            exit(10);
+        exit(aclrtMallocHost(&leaked, 2 * SZ) == ACL_SUCCESS ? 0 : 11);
+    }
+    int status = -1;
+    SETUP(waitpid(pid, &status, 0) != pid);
+    printf("child status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    SETUP(aclrtFreeHost(h));
+}
+
 static void mode_memset(void)
 {
     void *h = pinned(SZ);
@@ -368,6 +391,8 @@ int main(int argc, char **argv)
         mode_threads(n > 0 ? n : 40);
     } else if (strcmp(mode, "fork") == 0) {
         mode_fork();
+    } else if (strcmp(mode, "fork-leak") == 0) {
+        mode_fork_leak();
     } else if (strcmp(mode, "memset") == 0) {
         mode_memset();
     } else if (strcmp(mode, "hooks") == 0) {
