@@ -768,10 +768,12 @@ EOF
   record copied into the thread's ring, whose next lines are prefetched for writing (the
   writer thread last read them on another core). The callgrind table gives its
   instructions as a multiple of the C recorder's.
-- **Allocations and frees.** A successful allocation or free takes the whole pipeline and
-  a copy-on-write update of the map (one chunk of up to 24 entries, now and then the top
-  array), with $LIVE other allocations live: the callgrind table gives its instructions
-  over the real function. The harness sets glibc's trim threshold out of reach before its
+- **Allocations and frees.** While no fault rule is active, an allocation or free takes a
+  route of its own (no argument rule applies to it): a free closes its map entry before
+  the real call, an allocation is entered after it, each a copy-on-write update of one
+  chunk of up to 24 entries (now and then the top array), with $LIVE other allocations
+  live, plus the span when traced. The callgrind table gives its instructions over the
+  real function. The harness sets glibc's trim threshold out of reach before its
   first allocation in these modes (\`mallopt(M_TRIM_THRESHOLD)\`, and the mmap threshold
   pinned at its default), for every configuration alike: otherwise each batch of frees
   hands the top of the no-op runtime's heap (\`posix_memalign\`) back to the kernel and
