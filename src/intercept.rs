@@ -24,20 +24,43 @@ use crate::trace::{self, clock};
 /// Set while the thread is in the shim's own code (not while it is in the real function).
 const BUSY: u32 = 1;
 
-/// The words a memoised verdict is keyed on: the map's generation and every argument the
-/// memory rules read (see [`memo`]; the argument checks run before the memo is read).
+/// The words a memoised verdict is keyed on: the epoch ([`crate::epoch`]) and every
+/// argument the argument checks and the memory rules read, so that a verdict remembered
+/// for these words answers for the whole route. The hook and `refs_null` ride in the
+/// epoch's top byte (an epoch never reaches 2^55); the stream counts only for HCCL (whose
+/// checks read it; an ACL copy loop may alternate streams). Words a hook's decoding never
+/// sets come last, so that [`memo_words`] of them are compared (the first word holds the
+/// hook, and every key of one hook has the same zeros after its prefix).
 #[inline(always)]
-fn memo_key(call: &Call, generation: u64) -> memo::Key {
+fn memo_key(call: &Call, epoch: u64) -> memo::Key {
+    let stream = if call.api == crate::abi::types::Api::Hccl {
+        call.stream as u64
+    } else {
+        0
+    };
     [
-        generation,
+        epoch | (call.hook as u64) << 56 | (call.refs_null as u64) << 55,
         call.dst as u64,
         call.src as u64,
         call.count,
         call.dest_max,
+        call.kind as u32 as u64 | (call.link as u32 as u64) << 32,
         call.spitch,
         call.height,
-        call.hook as u64 | (call.kind as u32 as u64) << 8,
+        call.dispatcher as u64,
+        stream,
     ]
+}
+
+/// How many leading words of [`memo_key`] can differ between two calls of `call`'s hook.
+#[inline(always)]
+fn memo_words(call: &Call) -> usize {
+    use crate::abi::types::Api;
+    match call.api {
+        Api::Hccl => 10,
+        Api::Acl if call.hook.class().is_2d() => 8,
+        Api::Acl => 6,
+    }
 }
 
 /// What a judgement puts in the call's record, in one word (also the memo's verdict): the
@@ -49,6 +72,9 @@ struct RecordBits(u64);
 impl RecordBits {
     /// Set once the memory map classified the call (never 0 then: a valid memo word).
     const CLASSIFIED: u64 = 1 << 16;
+    /// In a memo word only: remembered untraced, so a call with the same key at the same
+    /// epoch is forwarded at once ([`route`]).
+    const FORWARD: u64 = 1 << 17;
     const NONE: RecordBits = RecordBits(0);
 
     fn classified(call: &Call, view: &MemView, effective_kind: Option<i32>, sync: bool) -> Self {
@@ -110,15 +136,17 @@ impl RecordBits {
 
 /// The memoised judgement of `call` at `generation`, if this thread judged it clean last.
 #[cfg(test)]
-fn memoised(call: &Call, generation: u64) -> Option<Judged> {
-    memo::lookup(&memo_key(call, generation)).map(RecordBits::from_memo)
+fn memoised(call: &Call, epoch: u64) -> Option<Judged> {
+    memo::lookup(&memo_key(call, epoch), memo_words(call)).map(RecordBits::from_memo)
 }
 
-/// Remembers that `call` was judged clean at `generation`.
+/// Remembers that `call` was judged clean at `epoch`; `untraced`: with the trace off, so
+/// that the same call at the same epoch is forwarded at once.
 #[inline]
-fn memoise(call: &Call, generation: u64, judged: &Judged) {
+fn memoise(call: &Call, epoch: u64, judged: &Judged, untraced: bool) {
     if let Some(verdict) = judged.bits.memo_word() {
-        memo::remember(&memo_key(call, generation), verdict);
+        let forward = if untraced { RecordBits::FORWARD } else { 0 };
+        memo::remember(&memo_key(call, epoch), verdict | forward);
     }
 }
 
@@ -155,6 +183,18 @@ pub enum Route {
 /// Routes `call`: pure comparisons of integers, cannot panic.
 #[inline(always)]
 pub fn route(call: &Call) -> Route {
+    // A copy loop repeats its call: this thread's last clean verdicts, if one is this
+    // call's at the current epoch, are all there is to know (read first, while the
+    // arguments are still in registers). One remembered untraced answers for the whole
+    // route: the epoch moves with every setting the route reads below.
+    let memo = if classifies(call) {
+        memoised_word(call)
+    } else {
+        None
+    };
+    if memo.is_some_and(|w| w & RecordBits::FORWARD != 0) {
+        return Route::Forward;
+    }
     let Some(rt) = runtime::get_initialised() else {
         return Route::Pipeline;
     };
@@ -170,26 +210,17 @@ pub fn route(call: &Call) -> Route {
     if call.hook.class().manages_memory() {
         return Route::Memory;
     }
-    // A copy loop repeats its call: this thread's last clean verdict, if it is this call's
-    // at the map's current generation, is all there is to know (read here, while the
-    // arguments are still in registers).
-    if traced {
-        Route::Record(if classifies(call) {
-            memoised_word(call).unwrap_or(0)
-        } else {
-            0
-        })
-    } else if !memory_rules_apply(call, rt) || memoised_word(call).is_some() {
-        Route::Forward
+    if traced || memory_rules_apply(call, rt) {
+        Route::Record(memo.unwrap_or(0))
     } else {
-        Route::Record(0)
+        Route::Forward
     }
 }
 
 /// This thread's memo word for `call` at the map's current generation, if any.
 #[inline(always)]
 fn memoised_word(call: &Call) -> Option<u64> {
-    memo::lookup(&memo_key(call, memmap::generation()))
+    memo::lookup(&memo_key(call, crate::epoch::now()), memo_words(call))
 }
 
 /// Whether the memory map classifies `call` (its record then says what memory it moved).
@@ -287,13 +318,13 @@ pub fn forward_and_record(
     } else if classifies(&call) {
         let rt = runtime::get_initialised()?;
         // Read before judging: a write that completes meanwhile makes the memo stale.
-        let generation = memmap::generation();
+        let epoch = crate::epoch::now();
         let judged =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(&call, rt))).ok()?;
         if !judged.violations.is_empty() {
             return None;
         }
-        memoise(&call, generation, &judged);
+        memoise(&call, epoch, &judged, untraced);
         judged
     } else {
         Judged::CLEAN
@@ -859,7 +890,7 @@ mod tests {
             bits: RecordBits::classified(&call, &view, None, false),
             ..Judged::CLEAN
         };
-        memoise(&call, 7, &judged);
+        memoise(&call, 7, &judged, false);
         assert!(memoised(&call, 7).is_some());
         assert!(memoised(&call, 8).is_none(), "a write completed since");
         let other = Call {

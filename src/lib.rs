@@ -36,6 +36,7 @@ pub mod decimal;
 pub mod device;
 pub mod diag;
 pub mod dl;
+pub mod epoch;
 pub mod fault;
 pub mod instance;
 pub mod intercept;

@@ -547,10 +547,6 @@ fn cache_slot(region: u64) -> usize {
     (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
 }
 
-/// Source of write generations, unique across maps (so a map built where a dropped one
-/// lived never matches the dropped one's cached answers).
-static GENERATIONS: AtomicU64 = AtomicU64::new(0);
-
 /// Each thread's last few answers of the map, valid while the map's generation is the one
 /// they were computed at: a copy loop over the same buffers classifies without searching
 /// or registering as a reader. Thread-local atomics without a destructor; a sequence word
@@ -832,7 +828,10 @@ impl MemMap {
 
     /// Marks the end of a write: answers cached before it are stale.
     fn bump_generation(&self) {
-        let g = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        // The process's epoch: unique across maps (so a map built where a dropped one
+        // lived never matches the dropped one's cached answers), and it tells every
+        // thread's memo of clean verdicts that they may be stale.
+        let g = crate::epoch::advance();
         self.generation.store(g, Ordering::Release);
     }
 
@@ -1497,6 +1496,7 @@ impl MemMap {
 
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);
+        crate::epoch::advance();
     }
 
     /// Whether the map is on (one relaxed load).

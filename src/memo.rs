@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::sync::atomic::{Ordering::SeqCst, compiler_fence};
 
 /// The words a verdict is keyed on (the caller decides which).
-pub type Key = [u64; 8];
+pub type Key = [u64; 10];
 
 /// One thread's memo. Zeroed memory is an empty memo (`seq` 0 is never a completed write).
 #[repr(C, align(64))]
@@ -33,15 +33,20 @@ struct Entry {
 }
 
 impl Entry {
-    /// The entry's verdict if it is `key`'s.
+    /// The entry's verdict if its first `words` words are `key`'s.
     #[inline(always)]
-    fn answer(&self, key: &Key) -> Option<u64> {
+    fn answer(&self, key: &Key, words: usize) -> Option<u64> {
         // SAFETY: a plain read of this thread's own cell; nothing else holds a reference
         // into it (a signal handler that writes it meanwhile changes `seq`, which the
         // caller checks after).
         let held = unsafe { &*self.key.as_ptr() };
         // Word by word without branching (a slice comparison calls memcmp).
-        let same = held.iter().zip(key).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+        let n = words.min(held.len());
+        let same = held[..n]
+            .iter()
+            .zip(&key[..n])
+            .fold(0, |d, (a, b)| d | (a ^ b))
+            == 0;
         same.then(|| self.verdict.get())
     }
 }
@@ -55,15 +60,17 @@ mod slot {
     }
 }
 
-/// The verdict remembered for `key`, if this thread's last write was for `key`.
+/// The verdict remembered for `key`, comparing its first `words` words (the caller knows
+/// the rest cannot differ between two keys that agree on those), if one of this thread's
+/// two most recent entries is `key`'s.
 #[inline(always)]
-pub fn lookup(key: &Key) -> Option<u64> {
+pub fn lookup(key: &Key, words: usize) -> Option<u64> {
     let last = slot::get()?;
     let seq = last.seq.get();
     compiler_fence(SeqCst);
-    let found = match last.entries[0].answer(key) {
+    let found = match last.entries[0].answer(key, words) {
         Some(v) => Some(v),
-        None => last.entries[1].answer(key),
+        None => last.entries[1].answer(key, words),
     };
     compiler_fence(SeqCst);
     // A verdict is never 0 (see `remember`): a zeroed entry answers nothing.
@@ -109,10 +116,10 @@ mod tests {
     #[test]
     fn a_new_thread_starts_with_an_empty_memo_even_for_a_zero_key() {
         std::thread::spawn(|| {
-            assert_eq!(lookup(&[0; 8]), None);
-            remember(&[1; 8], 1);
+            assert_eq!(lookup(&[0; 10], 10), None);
+            remember(&[1; 10], 1);
             assert_eq!(
-                lookup(&[0; 8]),
+                lookup(&[0; 10], 10),
                 None,
                 "the zeroed older entry answers nothing"
             );
@@ -123,46 +130,60 @@ mod tests {
 
     #[test]
     fn the_memo_answers_its_own_key_only_and_is_per_thread() {
-        let key = [7, 1, 2, 3, 4, 5, 6, 8];
+        let key = [7, 1, 2, 3, 4, 5, 6, 8, 9, 10];
         remember(&key, 0xabc);
-        assert_eq!(lookup(&key), Some(0xabc));
+        assert_eq!(lookup(&key, 10), Some(0xabc));
         let mut other = key;
         other[7] = 9;
-        assert_eq!(lookup(&other), None);
-        std::thread::spawn(move || assert_eq!(lookup(&key), None))
+        assert_eq!(lookup(&other, 10), None);
+        std::thread::spawn(move || assert_eq!(lookup(&key, 10), None))
             .join()
             .unwrap();
         remember(&other, 1);
-        assert_eq!(lookup(&key), Some(0xabc), "two entries");
-        assert_eq!(lookup(&other), Some(1));
+        assert_eq!(lookup(&key, 10), Some(0xabc), "two entries");
+        assert_eq!(lookup(&other, 10), Some(1));
         let mut third = key;
         third[0] = 8;
         remember(&third, 3);
-        assert_eq!(lookup(&key), None, "the oldest entry is dropped");
-        assert_eq!(lookup(&other), Some(1));
-        assert_eq!(lookup(&third), Some(3));
+        assert_eq!(lookup(&key, 10), None, "the oldest entry is dropped");
+        assert_eq!(lookup(&other, 10), Some(1));
+        assert_eq!(lookup(&third, 10), Some(3));
         remember(&key, 0);
-        assert_eq!(lookup(&key), None, "0 is never remembered");
-        assert_eq!(lookup(&third), Some(3), "and evicts nothing");
+        assert_eq!(lookup(&key, 10), None, "0 is never remembered");
+        assert_eq!(lookup(&third, 10), Some(3), "and evicts nothing");
         clear();
-        assert_eq!(lookup(&other), None);
-        assert_eq!(lookup(&third), None);
+        assert_eq!(lookup(&other, 10), None);
+        assert_eq!(lookup(&third, 10), None);
+    }
+
+    #[test]
+    fn only_the_words_asked_for_are_compared() {
+        let key = [3, 1, 2, 3, 4, 5, 0, 0, 0, 0];
+        remember(&key, 9);
+        let mut tail = key;
+        tail[9] = 1;
+        assert_eq!(lookup(&tail, 6), Some(9), "the caller vouches for the tail");
+        assert_eq!(lookup(&tail, 10), None);
+        let mut head = key;
+        head[5] = 6;
+        assert_eq!(lookup(&head, 6), None);
+        assert_eq!(lookup(&key, 99), Some(9), "at most the whole key");
     }
 
     #[test]
     fn the_sequence_word_wraps_without_a_false_hit() {
-        let key = [1; 8];
+        let key = [1; 10];
         let last = slot::get().unwrap();
         last.seq.set(u32::MAX - 1);
         remember(&key, 5);
         assert_eq!(last.seq.get(), 0, "u32::MAX, then wraps to 0");
         assert_eq!(
-            lookup(&key),
+            lookup(&key, 10),
             None,
             "0 reads as empty: a miss, never a wrong hit"
         );
         remember(&key, 6);
-        assert_eq!(lookup(&key), Some(6));
+        assert_eq!(lookup(&key, 10), Some(6));
     }
 
     #[test]

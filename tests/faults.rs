@@ -588,6 +588,35 @@ fn abort_aborts_and_the_trace_keeps_the_call() {
     assert_eq!(parse_trace(&trace.path).events.len(), trace.events.len());
 }
 
+/// Untraced, a repeated clean copy is forwarded from a per-thread memo of its verdict
+/// (pinned and device buffers: the memory rules apply): rules set, used up and cleared at
+/// run time still take effect at the very next identical call, for both APIs.
+#[test]
+fn rules_set_at_run_time_reach_a_copy_the_shim_has_seen_clean_before() {
+    let dir = scratch("faults-control-untraced");
+    let p = probe(
+        &dir,
+        &[("NPUSHIM_TRACE", "off")],
+        &[
+            "h2d:4K",
+            "h2d:4K",
+            "hccl:d2d:4K",
+            "hccl:d2d:4K",
+            "set:*=1*return(507053)",
+            "h2d:4K",
+            "h2d:4K",
+            "set:HcclMemcpyAsync=return(4)",
+            "hccl:d2d:4K",
+            "h2d:4K",
+            "set:",
+            "hccl:d2d:4K",
+            "h2d:4K",
+        ],
+    );
+    assert_eq!(p.rets(), [0, 0, 0, 0, 507_053, 0, 4, 0, 0, 0]);
+    assert_eq!(p.other, ["set ret 0", "set ret 0", "set ret 0"]);
+}
+
 #[test]
 fn the_control_api_changes_rules_at_run_time() {
     let dir = scratch("faults-control");

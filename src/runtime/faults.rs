@@ -19,6 +19,7 @@ static FAULTS_SET_LOCK: FlagLock<()> = FlagLock::new(());
 /// Installs the rules read at initialisation (before any call can read them).
 pub(super) fn install(spec: FaultSpec) {
     FAULTS.store(Box::into_raw(Box::new(spec)), Ordering::Release);
+    crate::epoch::advance();
 }
 
 /// Whether any fault rule is in force: one relaxed load.
@@ -50,6 +51,7 @@ pub fn set_faults(spec: Option<FaultSpec>) {
         _ => std::ptr::null_mut(),
     };
     let old = FAULTS.swap(new, Ordering::SeqCst);
+    crate::epoch::advance();
     if old.is_null() {
         return;
     }

@@ -101,6 +101,7 @@ fn init() -> Option<&'static Runtime> {
         // Whatever state the failed initialisation left, it is never used: every later
         // call is a plain forward, and nobody waits for an initialiser that gave up.
         PASS_THROUGH.store(true, Ordering::Relaxed);
+        crate::epoch::advance();
         diag::warn!("internal error while initialising; npushim is a pure pass-through here");
         Runtime {
             check: CheckConfig {
@@ -124,6 +125,7 @@ fn build(config: &Config) -> Runtime {
     });
     if config.disable {
         PASS_THROUGH.store(true, Ordering::Relaxed);
+        crate::epoch::advance();
         diag::info!("NPUSHIM_DISABLE is set: pure pass-through");
         return rt;
     }
@@ -133,6 +135,7 @@ fn build(config: &Config) -> Runtime {
     }
     if let Some(other) = crate::instance::another_instance() {
         PASS_THROUGH.store(true, Ordering::Relaxed);
+        crate::epoch::advance();
         diag::warn!(
             "another copy of npushim ({other}) is already active in this process; this one \
              ({}) is a pure pass-through, so that no call is checked, faulted or traced twice",

@@ -44,6 +44,13 @@ const FINISHED: u8 = 4;
 
 static STATE: AtomicU8 = AtomicU8::new(OFF);
 
+/// Moves to `state`, and to a new epoch: a verdict remembered while tracing was in another
+/// state must not route a call now.
+fn set_state(state: u8) {
+    STATE.store(state, Ordering::Release);
+    crate::epoch::advance();
+}
+
 /// Calls seen after the final flush (from atexit handlers or static destructors).
 static LATE: AtomicU64 = AtomicU64::new(0);
 
@@ -94,7 +101,7 @@ pub fn configure(settings: Option<Settings>) {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(_) => STATE.store(IDLE, Ordering::Release),
+            Ok(_) => set_state(IDLE),
             // SAFETY: `boxed` was not published; it is ours to free.
             Err(_) => drop(unsafe { Box::from_raw(boxed) }),
         }
@@ -333,8 +340,9 @@ fn start() {
         }
         return;
     }
+    crate::epoch::advance();
     let Some(settings) = settings() else {
-        STATE.store(OFF, Ordering::Release);
+        set_state(OFF);
         return;
     };
     let started = match settings.sink {
@@ -345,7 +353,7 @@ fn start() {
             started
         }
     };
-    STATE.store(if started { RUNNING } else { OFF }, Ordering::Release);
+    set_state(if started { RUNNING } else { OFF });
 }
 
 /// The fault seed in use, for the trace's metadata (set by the process state at
@@ -379,7 +387,7 @@ pub(crate) fn take_exit_metadata() -> Option<(&'static str, String)> {
 
 /// Stops tracing after a write error (the file written so far stays valid).
 pub(crate) fn stop() {
-    STATE.store(OFF, Ordering::Release);
+    set_state(OFF);
 }
 
 pub(crate) fn is_running() -> bool {
@@ -407,6 +415,7 @@ pub fn finish() {
     {
         return;
     }
+    crate::epoch::advance();
     KICK.wake();
     match settings().map(|s| s.sink) {
         Some(Sink::TracingChrome) => layer::finish_chrome(),
@@ -426,5 +435,5 @@ pub fn fork_child() {
         (Some(_), _) => IDLE,
         (None, _) => OFF,
     };
-    STATE.store(next, Ordering::Release);
+    set_state(next);
 }
