@@ -40,8 +40,24 @@ const ACL_EVENT_TIME_LINE: u32 = 8;
 /// Set once at initialisation: the timeline is on and a trace is being written.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Copies that found no free pair (counted, never waited for).
-static UNTIMED: AtomicU64 = AtomicU64::new(0);
+/// Copies that found no free pair (counted, never waited for), made by threads without a
+/// trace ring; the others count in their ring ([`note_untimed`]).
+static UNTIMED: crate::sync::StripedCounter = crate::sync::StripedCounter::new();
+
+/// Counts a copy that goes untimed: in the calling thread's ring when it has one (a plain
+/// store, no locked instruction), else in the shared counter.
+#[inline]
+fn note_untimed() {
+    match crate::trace::ring::local().and_then(crate::trace::ring::Local::ring) {
+        Some(ring) => ring.note_untimed(),
+        None => UNTIMED.add_one(),
+    }
+}
+
+/// Copies left untimed so far.
+pub(crate) fn untimed() -> u64 {
+    UNTIMED.get() + crate::trace::ring::total_untimed()
+}
 /// Pairs handed to the poller and not yet read back.
 static OUTSTANDING: AtomicU64 = AtomicU64::new(0);
 
@@ -247,7 +263,7 @@ pub fn candidate(call: &Call, sync: bool) -> Option<u32> {
         _ => return None,
     };
     if !free {
-        UNTIMED.fetch_add(1, Ordering::Relaxed);
+        note_untimed();
         return None;
     }
     Some(device)
@@ -265,13 +281,13 @@ pub fn begin(call: &Call, device: u32) -> Option<Timing> {
         UNSEEN => create(device)?,
         CREATING => {
             // Another thread is making the pool: this copy goes untimed, counted.
-            UNTIMED.fetch_add(1, Ordering::Relaxed);
+            note_untimed();
             return None;
         }
         _ => return None,
     };
     let Some(index) = pool.pop() else {
-        UNTIMED.fetch_add(1, Ordering::Relaxed);
+        note_untimed();
         return None;
     };
     let slot = &pool.slots[index as usize];
@@ -393,7 +409,7 @@ fn create(device: u32) -> Option<&'static Pool> {
         .compare_exchange(UNSEEN, CREATING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        UNTIMED.fetch_add(1, Ordering::Relaxed);
+        note_untimed();
         return None;
     }
     match build_pool(device) {
@@ -502,7 +518,7 @@ pub fn fork_child() {
         entry.pool.store(std::ptr::null_mut(), Ordering::Relaxed);
         entry.state.store(UNSEEN, Ordering::Relaxed);
     }
-    UNTIMED.store(0, Ordering::Relaxed);
+    UNTIMED.reset();
     OUTSTANDING.store(0, Ordering::Relaxed);
     poller::fork_child();
 }

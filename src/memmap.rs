@@ -463,13 +463,10 @@ impl Drop for ReadGuard<'_> {
     }
 }
 
-/// The stripe of the calling thread, from its stack address: threads' stacks lie at least
-/// a few MiB apart, so they spread over the stripes without any thread-local state.
+/// The stripe of the calling thread ([`crate::sync::thread_stripe`]).
 #[inline]
 fn my_stripe() -> usize {
-    let marker = 0u8;
-    let a = std::hint::black_box(&marker as *const u8 as u64) >> 20;
-    (a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - STRIPES.trailing_zeros())) as usize
+    crate::sync::thread_stripe(STRIPES)
 }
 
 enum Retired {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{
-    DISCARD, OUTSTANDING, PENDING, Pool, READ, UNTIMED, helper_fn, pools, read_back, record_event,
+    DISCARD, OUTSTANDING, PENDING, Pool, READ, helper_fn, pools, read_back, record_event, untimed,
 };
 use crate::real::Helper;
 use crate::sync::FlagLock;
@@ -414,7 +414,7 @@ impl Poller {
             self.convert(d, final_pass);
         }
         self.discarded += discarded;
-        let untimed = UNTIMED.load(Ordering::Relaxed);
+        let untimed = untimed();
         if untimed > 0 && !self.untimed_said {
             self.untimed_said = true;
             crate::diag::warn!(
@@ -507,7 +507,7 @@ impl Poller {
                 .sum::<u64>();
         emit(&DeviceRecord::totals(Totals {
             timed: self.timed,
-            untimed: UNTIMED.load(Ordering::Relaxed),
+            untimed: untimed(),
             discarded: self.discarded + RECORD_FAILED.load(Ordering::Relaxed),
             lost,
             pool: super::POOL_PAIRS as u64,

@@ -64,6 +64,10 @@ pub struct Ring {
     tail: Padded<AtomicU64>,
     /// Records lost because the ring stayed full.
     dropped: AtomicU64,
+    /// Copies of the ring's threads that the device timeline found no event pair for:
+    /// written by the owner only, with a plain load and store (no locked instruction on
+    /// its hot path), read by anyone.
+    untimed: AtomicU64,
     state: AtomicU8,
     /// OS thread id of the current owner.
     tid: AtomicI32,
@@ -106,6 +110,7 @@ impl Ring {
             cached_tail: Padded(Cell::new(0)),
             tail: Padded(AtomicU64::new(0)),
             dropped: AtomicU64::new(0),
+            untimed: AtomicU64::new(0),
             state: AtomicU8::new(ACTIVE),
             tid: AtomicI32::new(tid),
             exit_rounds: AtomicU8::new(0),
@@ -248,6 +253,15 @@ impl Ring {
             .0
             .set(self.head.0.head.load(Ordering::Relaxed));
         self.dropped.store(0, Ordering::Relaxed);
+        self.untimed.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a copy the device timeline left untimed. Owner thread only (a signal handler
+    /// that interrupts it between its load and store may lose one count).
+    #[inline]
+    pub fn note_untimed(&self) {
+        let n = self.untimed.load(Ordering::Relaxed);
+        self.untimed.store(n + 1, Ordering::Relaxed);
     }
 
     pub fn note_dropped(&self) {
@@ -319,8 +333,18 @@ impl Local {
     /// takes no lock).
     #[inline]
     pub fn has_ring(&self) -> bool {
-        let p = self.current.get();
-        !p.is_null() && p != EXITED && p != ATTACHING
+        self.ring().is_some()
+    }
+
+    /// This thread's ring if it has one already (never attaches one).
+    #[inline]
+    pub fn ring(&self) -> Option<&'static Ring> {
+        match self.current.get() {
+            p if p.is_null() || p == EXITED || p == ATTACHING => None,
+            // SAFETY: non-sentinel values of `current` are `&'static Ring`s stored by
+            // `attach`.
+            p => Some(unsafe { &*p }),
+        }
     }
 
     /// This thread's ring, created (or recycled) at its first record.
@@ -532,6 +556,11 @@ fn leak(ring: Ring) -> Option<&'static Ring> {
 }
 
 /// Total records dropped so far, over all rings.
+/// Copies left untimed by the device timeline, over every ring.
+pub fn total_untimed() -> u64 {
+    rings().map(|r| r.untimed.load(Ordering::Relaxed)).sum()
+}
+
 pub fn total_dropped() -> u64 {
     rings().map(|r| r.dropped()).sum::<u64>()
         + RINGLESS_DROPS.load(Ordering::Relaxed)
