@@ -161,6 +161,19 @@ fn place_cell() -> Option<&'static Cell<u32>> {
     trace::ring::local().map(trace::ring::Local::place)
 }
 
+/// The thread's words and its place as it was, with the call's depth set from it; `None`
+/// when its locals are gone or a signal handler interrupted the shim's own code on it.
+#[inline(always)]
+fn take_place(call: &mut Call) -> Option<(&'static trace::ring::Local, u32)> {
+    let local = trace::ring::local()?;
+    let saved = local.place().get();
+    if saved & BUSY != 0 {
+        return None;
+    }
+    call.depth = saved >> 1;
+    Some((local, saved))
+}
+
 /// What a call needs (decided before anything is spilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -332,13 +345,8 @@ pub fn forward_and_record(
     if untraced {
         return Some(forward());
     }
-    let local = trace::ring::local()?;
+    let (local, saved) = take_place(&mut call)?;
     let cell = local.place();
-    let saved = cell.get();
-    if saved & BUSY != 0 {
-        return None;
-    }
-    call.depth = saved >> 1;
     let restore = call.hook.nests().then(|| {
         cell.set((call.depth + 1) << 1);
         Restore { cell, saved }
@@ -517,13 +525,8 @@ fn after_call(
 /// shim's own code on it): the pipeline handles those.
 #[inline(always)]
 pub fn forward_memory(mut call: Call, forward: impl FnOnce() -> c_int) -> Option<c_int> {
-    let local = trace::ring::local()?;
+    let (local, saved) = take_place(&mut call)?;
     let cell = local.place();
-    let saved = cell.get();
-    if saved & BUSY != 0 {
-        return None;
-    }
-    call.depth = saved >> 1;
     cell.set(saved | BUSY);
     let _restore = Restore { cell, saved };
     let traced = trace::state() == trace::Phase::Running;

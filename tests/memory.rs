@@ -205,6 +205,14 @@ fn pageable_line(line: &str, span: &Value, buffer: &str) -> f64 {
     ns
 }
 
+/// The leak summary's lines on the shim's stderr.
+fn leak_lines(shim: &Ran) -> Vec<String> {
+    shim_lines(shim)
+        .into_iter()
+        .filter(|l| l.contains("leak summary"))
+        .collect()
+}
+
 #[test]
 fn a_non_blocking_loop_from_malloc_memory_runs_synchronously_and_says_how_long() {
     let (plain, shim) = run_both("memory-pageable", &["pageable", "16"], &[]);
@@ -504,10 +512,7 @@ fn leaked_pinned_buffers_are_summarised_at_exit_and_in_the_trace() {
         .find(|s| s["args"]["size"] == 1 << 20)
         .expect("the 1 MiB allocation");
     let (ptr, tid) = (big["args"]["ptr"].as_str().unwrap(), &big["tid"]);
-    let leak_lines: Vec<String> = shim_lines(&shim)
-        .into_iter()
-        .filter(|l| l.contains("leak summary"))
-        .collect();
+    let leak_lines = leak_lines(&shim);
     assert_eq!(
         leak_lines,
         [format!(
@@ -692,10 +697,7 @@ fn a_forked_child_s_leak_names_the_child_s_thread() {
         "the child's only thread has its pid as id"
     );
     let ptr = span["args"]["ptr"].as_str().unwrap();
-    let leak_lines: Vec<String> = shim_lines(&shim)
-        .into_iter()
-        .filter(|l| l.contains("leak summary"))
-        .collect();
+    let leak_lines = leak_lines(&shim);
     // Only the child leaked, and its allocation came from its own thread, not from the
     // parent's (whose id the parent's allocation had looked up before the fork).
     assert_eq!(
