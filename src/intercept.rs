@@ -359,10 +359,9 @@ pub fn forward_and_record(
     drop(restore);
     device_after_wait(&call, ret);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        trace::record_in(
-            Some(local),
-            &to_record(&call, start, end, ret, &judged, Decision::Forward),
-        );
+        trace::record_with(Some(local), || {
+            to_record(&call, start, end, ret, &judged, Decision::Forward)
+        });
     }));
     Some(ret)
 }

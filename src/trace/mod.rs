@@ -147,6 +147,13 @@ pub fn record(rec: &Record) {
 /// [`ring::local`]).
 #[inline(always)]
 pub fn record_in(local: Option<&ring::Local>, rec: &Record) {
+    record_with(local, || *rec);
+}
+
+/// Records the call `make` describes, building the record where it is stored (the ring's
+/// slot, when it has room): no copy through the stack. `make` runs at most once.
+#[inline(always)]
+pub fn record_with(local: Option<&ring::Local>, make: impl FnOnce() -> Record) {
     match STATE.load(Ordering::Relaxed) {
         RUNNING => {}
         IDLE | STARTING => {
@@ -159,11 +166,11 @@ pub fn record_in(local: Option<&ring::Local>, rec: &Record) {
         _ => return,
     }
     if CHROME.load(Ordering::Relaxed) {
-        return layer::emit_chrome(rec);
+        return layer::emit_chrome(&make());
     }
     let current = local.map_or(ring::Current::None, ring::Local::current);
     push_into(current, record::RECORD_UNITS as u64, |words| {
-        words[..record::RECORD_WORDS].copy_from_slice(&rec.to_words());
+        make().write_to(words)
     });
 }
 
@@ -206,7 +213,7 @@ pub(crate) fn push_with(units: u64, fill: impl Fn(&mut [u128])) {
 /// long as the writer makes progress; a record that cannot be stored because the writer
 /// stalled is counted as dropped, never lost silently.
 #[inline]
-fn push_into(current: ring::Current, units: u64, fill: impl Fn(&mut [u128])) {
+fn push_into(current: ring::Current, units: u64, fill: impl FnOnce(&mut [u128])) {
     let ring = match current {
         ring::Current::Ring(r) => r,
         ring::Current::Full => match wait_for_ring() {
@@ -219,19 +226,27 @@ fn push_into(current: ring::Current, units: u64, fill: impl Fn(&mut [u128])) {
     if !ring.enter() {
         return ring::note_reentered();
     }
-    match ring.try_push_with(units, &fill) {
-        Some(n) => {
+    let units = units.clamp(1, 2);
+    // Filled in one place, in the ring when it has room, else in `spare` for the slow
+    // path: the record is built where it is stored.
+    let mut spare = [0; record::RECORD_WORDS];
+    let n = (units as usize * record::UNIT_WORDS).min(record::RECORD_WORDS);
+    let reserved = ring.try_reserve(units);
+    let words = match reserved {
+        // SAFETY: the reservation just made, not yet published; nothing else holds it.
+        Some(head) => unsafe { ring.reserved(head, units) },
+        None => &mut spare[..n],
+    };
+    fill(words);
+    match reserved {
+        Some(head) => {
+            let taken = ring.publish(head, units);
             // Wake the writer each time the ring has taken another half of its capacity.
-            if n % (ring::CAPACITY as u64 / 2) < units {
+            if taken % (ring::CAPACITY as u64 / 2) < units {
                 KICK.wake();
             }
         }
-        None => {
-            let mut rec = [0; record::RECORD_WORDS];
-            let words = &mut rec[..(units as usize * record::UNIT_WORDS).min(record::RECORD_WORDS)];
-            fill(words);
-            push_slow(ring, words);
-        }
+        None => push_slow(ring, &spare[..n]),
     }
     ring.leave();
 }

@@ -144,6 +144,20 @@ impl Record {
         unsafe { std::mem::transmute::<Record, [u128; RECORD_WORDS]>(*self) }
     }
 
+    /// Stores the record as the first words of `words` (as many as fit).
+    #[inline(always)]
+    pub fn write_to(self, words: &mut [u128]) {
+        if words.len() >= RECORD_WORDS {
+            // SAFETY: `words` holds at least `RECORD_WORDS * 16` bytes, 16-byte aligned
+            // (`u128`), and `Record` is `repr(C)`, exactly that size and alignment, made of
+            // integers only: any record is valid as words and vice versa.
+            unsafe { words.as_mut_ptr().cast::<Record>().write(self) };
+        } else {
+            let n = words.len();
+            words.copy_from_slice(&self.to_words()[..n]);
+        }
+    }
+
     /// A record back from the ring's words (missing words read as 0).
     #[inline]
     pub fn from_words(words: &[u128]) -> Record {

@@ -146,6 +146,18 @@ impl Ring {
     #[inline]
     pub fn try_push_with(&self, units: u64, fill: impl FnOnce(&mut [u128])) -> Option<u64> {
         let units = units.clamp(1, 2);
+        let head = self.try_reserve(units)?;
+        // SAFETY: `try_reserve` gave these units to the producer until `publish`. If `fill`
+        // panics, `head` does not move and nothing is published.
+        fill(unsafe { self.units(head, units as usize) });
+        Some(self.publish(head, units))
+    }
+
+    /// Where a record of `units` units (1 or 2) can be written: the position of its first
+    /// unit, or `None` if there is no room. The units are the producer's until
+    /// [`Ring::publish`] with the same position. Producer only.
+    #[inline]
+    pub fn try_reserve(&self, units: u64) -> Option<u64> {
         let head = self.head.0.head.load(Ordering::Relaxed);
         if head + units - self.cached_tail.0.get() > CAPACITY as u64 {
             self.cached_tail.0.set(self.tail.0.load(Ordering::Acquire));
@@ -153,15 +165,32 @@ impl Ring {
                 return None;
             }
         }
+        Some(head)
+    }
+
+    /// The words of the units [`Ring::try_reserve`] returned `head` for.
+    ///
+    /// # Safety
+    /// `head` and `units` are those of the producer's latest reservation, not yet published,
+    /// and the caller holds no other slice of them.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub unsafe fn reserved(&self, head: u64, units: u64) -> &mut [u128] {
         // SAFETY: positions [head, head + units) are free (the consumer released them:
-        // tail >= head + units - CAPACITY) and invisible to the consumer until the Release
-        // store below. If `fill` panics, `head` does not move and nothing is published.
-        fill(unsafe { self.units(head, units as usize) });
+        // tail >= head + units - CAPACITY) and invisible to the consumer until `publish`;
+        // exclusivity is the caller's contract.
+        unsafe { self.units(head, units as usize) }
+    }
+
+    /// Hands the record written at `head` to the consumer; returns how many units the ring
+    /// has taken in all. Producer only, after a [`Ring::try_reserve`] that gave `head`.
+    #[inline]
+    pub fn publish(&self, head: u64, units: u64) -> u64 {
         for ahead in 0..units {
             self.prefetch_for_write(head + PREFETCH_UNITS + ahead);
         }
         self.head.0.head.store(head + units, Ordering::Release);
-        Some(head + units)
+        head + units
     }
 
     /// Asks the CPU to bring the unit at ring position `pos` into this core's cache for
