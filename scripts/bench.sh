@@ -765,8 +765,8 @@ EOF
   route: the argument checks, the memo (or, on a miss, the map's lock-free lookup and the
   rules), the depth bookkeeping (one static-TLS word, so that a hooked function the real
   one calls is recorded at depth 1), two TSC reads around the real call, and one 128-byte
-  record copied into the thread's ring, whose next lines are prefetched for writing (the
-  writer thread last read them on another core). The callgrind table gives its
+  record built in place in the thread's ring, whose next lines are prefetched for writing
+  (the writer thread last read them on another core). The callgrind table gives its
   instructions as a multiple of the C recorder's.
 - **Allocations and frees.** While no fault rule is active, an allocation or free takes a
   route of its own (no argument rule applies to it): a free closes its map entry before
