@@ -106,23 +106,32 @@ macro_rules! define_exports {
                     )
                 }
 
-                let route = if runtime::pass_through() {
-                    Route::Forward
-                } else {
-                    intercept::route(&decode($($arg),*))
-                };
-                match route {
-                    Route::Forward => {
-                        if let Some(f) = if_resolved() {
-                            // SAFETY: forwarding the caller's own arguments, unchanged.
-                            return unsafe { f($($arg),*) };
+                /// Everything but the pass-through, out of line: the registers its memo
+                /// lookup needs are saved there, not on the pass-through's path.
+                #[inline(never)]
+                fn routed($($arg: $ty),*) -> c_int {
+                    match intercept::route(&decode($($arg),*)) {
+                        Route::Forward => {
+                            if let Some(f) = if_resolved() {
+                                // SAFETY: forwarding the caller's own arguments, unchanged.
+                                return unsafe { f($($arg),*) };
+                            }
                         }
+                        Route::Record(memo) => return record($($arg,)* memo),
+                        Route::Memory => return memory($($arg),*),
+                        Route::Pipeline => {}
                     }
-                    Route::Record(memo) => return record($($arg,)* memo),
-                    Route::Memory => return memory($($arg),*),
-                    Route::Pipeline => {}
+                    pipeline($($arg),*)
                 }
-                pipeline($($arg),*)
+
+                if runtime::pass_through() {
+                    if let Some(f) = if_resolved() {
+                        // SAFETY: forwarding the caller's own arguments, unchanged.
+                        return unsafe { f($($arg),*) };
+                    }
+                    return pipeline($($arg),*);
+                }
+                routed($($arg),*)
             }
 
             const _: fns::$hook = $name;
