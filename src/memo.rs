@@ -1,12 +1,12 @@
 //! Each thread's last clean verdicts: a two-entry memo the copy path reads before anything
-//! else (a copy loop repeats the same call, and until the memory map changes the answer is
-//! the same). Two entries, most recent first, because a synchronous copy whose runtime
+//! else (a copy loop repeats the same call, and until the process's epoch moves,
+//! [`crate::epoch`], the answer is the same). Two entries, most recent first, because a synchronous copy whose runtime
 //! issues an asynchronous one (`aclrtMemcpy` over `aclrtMemcpyAsync`) is two calls per
 //! iteration; one entry would make each evict the other.
 //!
 //! The memo is read on every checked call, before anything else: it lives in static TLS
 //! ([`crate::static_tls!`]), reached without a call, so that a hit forwards from the export
-//! without saving the caller's arguments.
+//! without saving the caller's arguments (see the module `tls`).
 //!
 //! A sequence number makes the memo safe against a signal handler that runs on the same
 //! thread in the middle of a write: it is odd while a write is in progress and changes with
