@@ -229,24 +229,25 @@ fn push_into(current: ring::Current, units: u64, fill: impl FnOnce(&mut [u128]))
     let units = units.clamp(1, 2);
     // Filled in one place, in the ring when it has room, else in `spare` for the slow
     // path: the record is built where it is stored.
-    let mut spare = [0; record::RECORD_WORDS];
+    let mut spare: Option<[u128; record::RECORD_WORDS]> = None;
     let n = (units as usize * record::UNIT_WORDS).min(record::RECORD_WORDS);
     let reserved = ring.try_reserve(units);
     let words = match reserved {
         // SAFETY: the reservation just made, not yet published; nothing else holds it.
         Some(head) => unsafe { ring.reserved(head, units) },
-        None => &mut spare[..n],
+        None => &mut spare.insert([0; record::RECORD_WORDS])[..n],
     };
     fill(words);
-    match reserved {
-        Some(head) => {
+    match (reserved, &spare) {
+        (Some(head), _) => {
             let taken = ring.publish(head, units);
             // Wake the writer each time the ring has taken another half of its capacity.
             if taken % (ring::CAPACITY as u64 / 2) < units {
                 KICK.wake();
             }
         }
-        None => push_slow(ring, &spare[..n]),
+        (None, Some(words)) => push_slow(ring, &words[..n]),
+        (None, None) => {}
     }
     ring.leave();
 }
