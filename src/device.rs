@@ -229,13 +229,8 @@ fn record_event(event: usize, stream: usize) -> c_int {
 /// The calling thread's current device, or `None` when the runtime cannot say.
 #[inline]
 fn current_device() -> Option<u32> {
-    let addr = helper(Helper::GetDevice)?;
-    // SAFETY: the runtime's aclrtGetDevice has exactly this C signature.
-    let get = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut i32) -> i32>(addr) };
-    let mut id = -1i32;
-    // SAFETY: writes one int32_t into `id`.
-    let ok = unsafe { get(&mut id) } == 0;
-    (ok && (0..MAX_DEVICES as i32).contains(&id)).then_some(id as u32)
+    let id = crate::real::current_device()?;
+    (0..MAX_DEVICES as i32).contains(&id).then_some(id as u32)
 }
 
 /// Before forwarding `call`: the device it would be timed on, when it qualifies (an ACL

@@ -324,6 +324,18 @@ impl Helper {
 
 static HELPERS: [Slot; 9] = [const { Slot::new() }; 9];
 
+/// The calling thread's current device as the runtime's `aclrtGetDevice` says it, or `None`
+/// when the function is missing or fails.
+#[inline]
+pub fn current_device() -> Option<i32> {
+    let addr = helper(Helper::GetDevice)?;
+    // SAFETY: the runtime's aclrtGetDevice has exactly this C signature.
+    let get = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut i32) -> i32>(addr) };
+    let mut id = -1i32;
+    // SAFETY: writes one int32_t into `id`.
+    (unsafe { get(&mut id) } == 0).then_some(id)
+}
+
 /// The address of a runtime function the shim calls itself, or `None` (never reported:
 /// what needs it simply does without).
 pub fn helper(which: Helper) -> Option<usize> {

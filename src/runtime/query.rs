@@ -38,16 +38,7 @@ pub(super) fn runtime_location(ptr: u64) -> Option<crate::memmap::MemKind> {
 
 /// The calling thread's current device, for the memory map (0 if the runtime cannot say).
 pub fn current_device() -> u32 {
-    let Some(addr) = crate::real::helper(crate::real::Helper::GetDevice) else {
-        return 0;
-    };
-    // SAFETY: the runtime's aclrtGetDevice has exactly this C signature.
-    let get = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut i32) -> i32>(addr) };
-    let mut id = 0i32;
-    // SAFETY: writes one int32_t into `id`.
-    if unsafe { get(&mut id) } == 0 && id >= 0 {
-        id as u32
-    } else {
-        0
-    }
+    crate::real::current_device()
+        .and_then(|id| u32::try_from(id).ok())
+        .unwrap_or(0)
 }
