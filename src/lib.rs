@@ -28,6 +28,9 @@
 //! return the vendor's "not supported" code, and any bad setting costs one `npushim: ` line
 //! on stderr and falls back to its default.
 
+// The module docs describe the internals they are made of, private modules included.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod abi;
 pub mod boundary;
 pub mod check;

@@ -3,7 +3,7 @@
 //! A `thread_local!` in a shared library is reached through `__tls_get_addr`: a call that
 //! clobbers every argument register, so an export whose shortest path is "look, then jump
 //! to the real function" has to save and restore the caller's arguments around it. On
-//! x86-64 Linux, [`static_tls!`] instead places the value in the library's static TLS
+//! x86-64 Linux, [`crate::static_tls!`] instead places the value in the library's static TLS
 //! block and reaches it with the initial-exec sequence of the ELF ABI: the thread pointer
 //! plus an offset the dynamic linker fixes at load time (two loads, no call), as allocators
 //! built for `LD_PRELOAD` do. The cost is a `DF_STATIC_TLS` library: when it is loaded

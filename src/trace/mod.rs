@@ -143,7 +143,7 @@ pub fn record(rec: &Record) {
     record_in(ring::local(), rec);
 }
 
-/// [`record`], for a caller that already looked up the calling thread's words (`local`:
+/// [`record()`], for a caller that already looked up the calling thread's words (`local`:
 /// [`ring::local`]).
 #[inline(always)]
 pub fn record_in(local: Option<&ring::Local>, rec: &Record) {
