@@ -1,9 +1,12 @@
 //! The exported vendor symbols, generated from the hook table (`abi/hooks.rs`) with the
 //! vendor's exact C signatures (SPEC §2–3).
 //!
-//! Each export decodes its arguments into a [`Call`], then takes one of three routes, each
-//! ending in a tail call: straight to the real function (nothing to check, fault or record),
-//! a span around the real function, or the whole pipeline ([`intercept::call`]). Exports are
+//! Each export forwards at once when the shim is a pass-through; otherwise (out of line, so
+//! that the pass-through saves no registers) it decodes its arguments into a [`Call`] and
+//! takes one of four routes ([`Route`]), each ending in a tail call: straight to the real
+//! function (nothing to check, fault or record, or this thread's memo says the call is
+//! clean), the memory rules and a span around the real function, an allocation's
+//! bookkeeping around it, or the whole pipeline ([`intercept::call`]). Exports are
 //! `extern "C-unwind"`: a thread cancelled inside the real function unwinds through them as
 //! it would without the shim. The `const _` lines prove at compile time that each export
 //! and its function-pointer type (used by the resolver) agree.
