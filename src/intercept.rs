@@ -123,21 +123,12 @@ impl RecordBits {
     fn memo_word(self) -> Option<u64> {
         (self.0 & Self::CLASSIFIED != 0).then_some(self.0)
     }
-
-    /// A clean judgement from a memo word (see [`RecordBits::memo_word`]).
-    fn from_memo(word: u64) -> Judged {
-        Judged {
-            violations: RuleSet::EMPTY,
-            view: None,
-            bits: RecordBits(word),
-        }
-    }
 }
 
-/// The memoised judgement of `call` at `generation`, if this thread judged it clean last.
+/// The memoised judgement of `call` at `epoch`, if this thread judged it clean lately.
 #[cfg(test)]
 fn memoised(call: &Call, epoch: u64) -> Option<Judged> {
-    memo::lookup(&memo_key(call, epoch), memo_words(call)).map(RecordBits::from_memo)
+    memoised_word(call, epoch).map(Judged::from_memo)
 }
 
 /// Remembers that `call` was judged clean at `epoch`; `untraced`: with the trace off, so
@@ -201,7 +192,7 @@ pub fn route(call: &Call) -> Route {
     // arguments are still in registers). One remembered untraced answers for the whole
     // route: the epoch moves with every setting the route reads below.
     let memo = if classifies(call) {
-        memoised_word(call)
+        memoised_word(call, crate::epoch::now())
     } else {
         None
     };
@@ -230,10 +221,10 @@ pub fn route(call: &Call) -> Route {
     }
 }
 
-/// This thread's memo word for `call` at the map's current generation, if any.
+/// This thread's memo word for `call` at `epoch`, if any.
 #[inline(always)]
-fn memoised_word(call: &Call) -> Option<u64> {
-    memo::lookup(&memo_key(call, crate::epoch::now()), memo_words(call))
+fn memoised_word(call: &Call, epoch: u64) -> Option<u64> {
+    memo::lookup(&memo_key(call, epoch), memo_words(call))
 }
 
 /// Whether the memory map classifies `call` (its record then says what memory it moved).
@@ -264,6 +255,15 @@ impl Judged {
         view: None,
         bits: RecordBits::NONE,
     };
+
+    /// A clean judgement from a memo word (see [`RecordBits::memo_word`]).
+    fn from_memo(word: u64) -> Judged {
+        Judged {
+            violations: RuleSet::EMPTY,
+            view: None,
+            bits: RecordBits(word),
+        }
+    }
 }
 
 /// Where a copy's two pointers live (the memory map's lock-free lookup).
@@ -327,7 +327,7 @@ pub fn forward_and_record(
     // Untraced, this route is here for the memory rules only: nothing to record.
     let untraced = trace::state() == trace::Phase::Off;
     let judged = if memo != 0 {
-        RecordBits::from_memo(memo)
+        Judged::from_memo(memo)
     } else if classifies(&call) {
         let rt = runtime::get_initialised()?;
         // Read before judging: a write that completes meanwhile makes the memo stale.
@@ -850,7 +850,7 @@ mod tests {
                 ..MemView::UNKNOWN
             };
             let bits = RecordBits::classified(&call, &view, effective_kind, sync);
-            let back = RecordBits::from_memo(bits.memo_word().unwrap());
+            let back = Judged::from_memo(bits.memo_word().unwrap());
             assert_eq!(
                 back.bits.mem(),
                 mem,
@@ -873,7 +873,7 @@ mod tests {
     }
 
     #[test]
-    fn a_memo_answers_only_its_own_call_at_its_own_generation() {
+    fn a_memo_answers_only_its_own_call_at_its_own_epoch() {
         let call = Call {
             dst: 0x7000_0000,
             src: 0x7100_0000,

@@ -42,6 +42,13 @@ pub fn pass_through() -> bool {
     PASS_THROUGH.load(Ordering::Relaxed)
 }
 
+/// Makes every later call a plain forward, in a new epoch (a verdict remembered before
+/// must not route a call now).
+fn become_pass_through() {
+    PASS_THROUGH.store(true, Ordering::Relaxed);
+    crate::epoch::advance();
+}
+
 /// The runtime, initialised at the first call. `None` only for a call made while the
 /// runtime is being initialised (then the caller just forwards).
 #[inline]
@@ -100,8 +107,7 @@ fn init() -> Option<&'static Runtime> {
     let rt = built.unwrap_or_else(|_| {
         // Whatever state the failed initialisation left, it is never used: every later
         // call is a plain forward, and nobody waits for an initialiser that gave up.
-        PASS_THROUGH.store(true, Ordering::Relaxed);
-        crate::epoch::advance();
+        become_pass_through();
         diag::warn!("internal error while initialising; npushim is a pure pass-through here");
         Runtime {
             check: CheckConfig {
@@ -124,8 +130,7 @@ fn build(config: &Config) -> Runtime {
         ascend_homes: config.ascend_homes.clone(),
     });
     if config.disable {
-        PASS_THROUGH.store(true, Ordering::Relaxed);
-        crate::epoch::advance();
+        become_pass_through();
         diag::info!("NPUSHIM_DISABLE is set: pure pass-through");
         return rt;
     }
@@ -134,8 +139,7 @@ fn build(config: &Config) -> Runtime {
         crate::memmap::set_attributes_source(query::runtime_location);
     }
     if let Some(other) = crate::instance::another_instance() {
-        PASS_THROUGH.store(true, Ordering::Relaxed);
-        crate::epoch::advance();
+        become_pass_through();
         diag::warn!(
             "another copy of npushim ({other}) is already active in this process; this one \
              ({}) is a pure pass-through, so that no call is checked, faulted or traced twice",
