@@ -61,8 +61,8 @@ pub(crate) static KICK: Event = Event::new();
 pub(crate) static PROGRESS: AtomicU64 = AtomicU64::new(0);
 
 /// Producers waiting for the writer (for ring space, or for a ring to be freed), and the
-/// signal they sleep on: the writer wakes them after each batch and each cycle, only when
-/// someone waits (no system call otherwise).
+/// signal they sleep on: the writer wakes them when it has emptied or freed a ring and at
+/// the end of each cycle, only when someone waits (no system call otherwise).
 static WAITING: AtomicU32 = AtomicU32::new(0);
 static PROGRESSED: Event = Event::new();
 
@@ -277,7 +277,7 @@ fn wait_for_writer<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
     let mut done = None;
     while STATE.load(Ordering::Relaxed) == RUNNING {
         let signal = PROGRESSED.seq();
-        // Pairs with the fence in `note_progress`.
+        // Pairs with the fence in `wake_waiters`.
         std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(d) = ready() {
             done = Some(d);
